@@ -1,0 +1,25 @@
+# Everything a fresh machine needs is set up by these targets: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: test demo lint install
+
+$(VENV)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check flannel_alivpc tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY $(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed
+	env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY $(BIN)/flannel-alivpc demo

@@ -1,0 +1,111 @@
+"""The ``flannel-alivpc`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from flannel_alivpc import __version__
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _add_emulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        help="run the local Alibaba Cloud API and metadata emulator",
+        description="Serve the VPC, ECS and SLB APIs and the ECS metadata service on loopback, "
+        "for tests, benchmarks and the demo. Point the daemon at it with --api-endpoint and "
+        "--metadata-url.",
+    )
+    parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                        help="address to serve on (default 127.0.0.1:8080; port 0 picks a free one)")
+    parser.add_argument("--instances", type=int, default=0, metavar="N",
+                        help="create one VPC, vRouter, route table and vSwitch with N running instances")
+    parser.add_argument("--route-delay", type=float, default=2.0, metavar="SECONDS",
+                        help="how long route entries stay Pending/Deleting (default 2)")
+    parser.add_argument("--route-quota", type=int, default=200, metavar="N",
+                        help="custom route entries allowed per route table (default 200)")
+    parser.add_argument("--region", default="cn-hangzhou", help="region id (default cn-hangzhou)")
+    parser.add_argument("--access-key-id", default="emulator-ak", help="access key id to accept")
+    parser.add_argument("--access-key-secret", default=None,
+                        help="its secret (default 'emulator-secret'; prefer env EMULATOR_ACCESS_KEY_SECRET)")
+    parser.add_argument("--state", metavar="FILE", default=None,
+                        help="load the state from FILE if it exists and save every change to it")
+    parser.set_defaults(func=_run_emulator)
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    import os
+
+    from flannel_alivpc.emulator.server import Emulator
+    from flannel_alivpc.emulator.state import Settings
+
+    secret = args.access_key_secret or os.environ.get("EMULATOR_ACCESS_KEY_SECRET") or "emulator-secret"
+    host, port = args.listen
+    emulator = Emulator(
+        host=host, port=port,
+        settings=Settings(region=args.region, route_delay=args.route_delay, route_quota=args.route_quota),
+        access_key_id=args.access_key_id, access_key_secret=secret, state_file=args.state,
+    )
+    created = emulator.bootstrap(instances=args.instances) if args.instances and not emulator.state.vpcs else None
+    # The emulator's own test key is no secret: printing it tells the user how to connect.
+    print(f"emulator listening on {emulator.endpoint}", flush=True)
+    print(json.dumps({
+        "endpoint": emulator.endpoint,
+        "metadata_url": emulator.endpoint,
+        "region": emulator.state.settings.region,
+        "access_key_id": args.access_key_id,
+        "access_key_secret": secret,
+        "vpc_id": created.vpc_id if created else None,
+        "vrouter_id": created.vrouter_id if created else None,
+        "route_table_id": created.route_table_id if created else None,
+        "vswitch_id": created.vswitch_id if created else None,
+        "instances": [
+            {"instance_id": i.instance_id, "hostname": i.hostname, "private_ip": i.private_ip,
+             "metadata_url": f"{emulator.endpoint}/meta/{i.instance_id}"}
+            for i in emulator.state.instances.values()
+        ],
+    }, indent=2), flush=True)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.state.save()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flannel-alivpc", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"flannel-alivpc {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_emulator_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,1 @@
+"""Pure types, errors and helpers shared by every layer; no I/O, no external imports."""

@@ -1,0 +1,86 @@
+"""The error hierarchy every cloud-facing caller sees.
+
+Callers decide what to do by class, never by parsing strings:
+
+* ``RetryableCloudError``  try again later (throttling, conflicting in-flight
+  change, transient server or network failure); loops back off and requeue.
+* ``NotFoundCloudError``   the named resource does not exist; idempotent deletes
+  treat it as success.
+* ``AuthCloudError``       credentials or RAM permissions are wrong; retrying the
+  same call will not help, an operator must act.
+* ``QuotaCloudError``      a quota is exhausted; an operator must act.
+* ``PermanentCloudError``  any other refusal.
+
+Every error carries the API code, the action and the request id (for support
+tickets) and a message that never contains secrets.
+"""
+
+from __future__ import annotations
+
+
+class FlannelAliVpcError(Exception):
+    """Base of all errors raised by this package."""
+
+
+class ConfigError(FlannelAliVpcError):
+    """Bad configuration or input: the message says what is wrong and how to fix it."""
+
+
+class CloudError(FlannelAliVpcError):
+    """A call to Alibaba Cloud (API or metadata service) failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        action: str = "",
+        request_id: str = "",
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.action = action
+        self.request_id = request_id
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        parts = []
+        if self.action:
+            parts.append(self.action)
+        if self.code:
+            parts.append(self.code)
+        head = ": ".join(parts)
+        text = f"{head}: {self.message}" if head else self.message
+        if self.request_id:
+            text += f" (RequestId {self.request_id})"
+        return text
+
+
+class RetryableCloudError(CloudError):
+    """Transient: throttling, a conflicting change in flight, 5xx, network errors."""
+
+
+class NotFoundCloudError(CloudError):
+    """The resource named in the call does not exist."""
+
+
+class AuthCloudError(CloudError):
+    """Credentials rejected or the RAM policy does not allow the action."""
+
+
+class QuotaCloudError(CloudError):
+    """A quota (route entries per table, listeners per SLB, ...) is exhausted."""
+
+
+class PermanentCloudError(CloudError):
+    """Refused for a reason that retrying will not change."""
+
+
+class MetadataError(CloudError):
+    """The instance metadata service failed or lacks the requested item."""
+
+
+class MetadataNotFound(MetadataError):
+    """The metadata item does not exist on this instance (e.g. vpc-id on classic)."""

@@ -1,0 +1,152 @@
+"""The admin API under /_emulator/: build topology, seed entries, faults, counters, state.
+
+Every request and answer body is JSON. Errors answer 400 (bad input) or 404
+(unknown resource) with ``{"error": "..."}``.
+
+=======  ==============================  ===============================================
+method   path                            what
+=======  ==============================  ===============================================
+GET      /_emulator/state                the whole state (secrets masked)
+GET      /_emulator/settings             settings
+PATCH    /_emulator/settings             change route_delay, route_quota, sts_ttl, ...
+POST     /_emulator/vpcs                 {cidr, name, region} -> VPC, vRouter, System table
+POST     /_emulator/vswitches            {vpc_id, cidr, zone, route_table_id, name}
+POST     /_emulator/route-tables         {vpc_id, name} -> a Custom route table
+POST     /_emulator/instances            {hostname, private_ip, network_type, vswitch_id,
+                                         ram_role, public_ip}
+PATCH    /_emulator/instances/<id>       {status}
+DELETE   /_emulator/instances/<id>       release an instance
+POST     /_emulator/route-entries        {route_table_id, destination, next_hop_type,
+                                         next_hop_id}: an Available entry, no API rules
+POST     /_emulator/access-keys          {access_key_id, access_key_secret}
+GET      /_emulator/faults               the fault rules
+PUT      /_emulator/faults               {action: rule}: replace all rules
+PATCH    /_emulator/faults               {action: rule}: add or replace some rules
+DELETE   /_emulator/faults               remove every rule
+GET      /_emulator/counters             {action: {outcome: count}}
+DELETE   /_emulator/counters             reset the counters
+=======  ==============================  ===============================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import TYPE_CHECKING, Any
+
+from flannel_alivpc.emulator.state import RouteEntry, Settings, new_id
+
+if TYPE_CHECKING:
+    from flannel_alivpc.emulator.server import Emulator
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _fields(body: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+    unknown = set(body) - allowed
+    if unknown:
+        raise AdminError(400, f"unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    missing = required - set(body)
+    if missing:
+        raise AdminError(400, f"missing fields {sorted(missing)}")
+    return body
+
+
+def handle(emulator: Emulator, method: str, path: str, raw_body: bytes) -> tuple[int, Any]:
+    try:
+        body = json.loads(raw_body) if raw_body else {}
+        if not isinstance(body, dict):
+            raise AdminError(400, "the request body must be a JSON object")
+        result = _route(emulator, method, path.rstrip("/"), body)
+    except AdminError as error:
+        return error.status, {"error": str(error)}
+    except (KeyError, ValueError, TypeError) as error:
+        return 400, {"error": f"{type(error).__name__}: {error}"}
+    if method != "GET":
+        emulator.state.save()
+    return 200, result
+
+
+def _route(emulator: Emulator, method: str, path: str, body: dict[str, Any]) -> Any:
+    state = emulator.state
+    parts = path.split("/")[2:]  # after "/_emulator"
+    head = parts[0] if parts else ""
+    tail = parts[1] if len(parts) > 1 else ""
+    key = (method, head, bool(tail))
+    if key == ("GET", "state", False):
+        return state.to_json()
+    if key == ("GET", "settings", False):
+        return dataclasses.asdict(state.settings)
+    if key == ("PATCH", "settings", False):
+        allowed = {f.name for f in dataclasses.fields(Settings)}
+        _fields(body, allowed)
+        with state.lock:
+            for name, value in body.items():
+                current = getattr(state.settings, name)
+                setattr(state.settings, name, type(current)(value))
+        return dataclasses.asdict(state.settings)
+    if key == ("POST", "vpcs", False):
+        _fields(body, {"cidr", "name", "region"})
+        vpc = state.create_vpc(**body)
+        return {"VpcId": vpc.vpc_id, "VRouterId": vpc.vrouter_id,
+                "RouteTableId": state.system_table(vpc.vpc_id).table_id}
+    if key == ("POST", "vswitches", False):
+        _fields(body, {"vpc_id", "cidr", "zone", "route_table_id", "name"}, {"vpc_id", "cidr"})
+        return {"VSwitchId": state.create_vswitch(**body).vswitch_id}
+    if key == ("POST", "route-tables", False):
+        _fields(body, {"vpc_id", "name"}, {"vpc_id"})
+        return {"RouteTableId": state.create_route_table(**body).table_id}
+    if key == ("POST", "instances", False):
+        _fields(body, {"hostname", "private_ip", "network_type", "vswitch_id", "ram_role", "public_ip", "region"},
+                {"hostname"})
+        inst = state.create_instance(**body)
+        return dataclasses.asdict(inst)
+    if head == "instances" and tail:
+        with state.lock:
+            inst = state.instances.get(tail)
+            if inst is None:
+                raise AdminError(404, f"no instance {tail}")
+            if method == "DELETE":
+                del state.instances[tail]
+                return {"deleted": tail}
+            if method == "PATCH":
+                _fields(body, {"status"}, {"status"})
+                inst.status = str(body["status"])
+                return dataclasses.asdict(inst)
+    if key == ("POST", "route-entries", False):
+        _fields(body, {"route_table_id", "destination", "next_hop_type", "next_hop_id", "name"},
+                {"route_table_id", "destination", "next_hop_id"})
+        with state.locked() as now:
+            table = state.route_tables.get(body["route_table_id"])
+            if table is None:
+                raise AdminError(404, f"no route table {body['route_table_id']}")
+            entry = RouteEntry(entry_id=new_id("rte"), table_id=table.table_id, destination=body["destination"],
+                               entry_type="Custom", next_hop_type=body.get("next_hop_type", "Instance"),
+                               next_hop_id=body["next_hop_id"], created=now, ready_at=now,
+                               name=body.get("name", ""))
+            table.entries[entry.entry_id] = entry
+            return {"RouteEntryId": entry.entry_id}
+    if key == ("POST", "access-keys", False):
+        _fields(body, {"access_key_id", "access_key_secret"}, {"access_key_id", "access_key_secret"})
+        state.add_access_key(body["access_key_id"], body["access_key_secret"])
+        return {"AccessKeyId": body["access_key_id"]}
+    if head == "faults" and not tail:
+        if method == "GET":
+            return emulator.faults.rules()
+        if method in ("PUT", "PATCH"):
+            emulator.faults.set_rules(body, replace=method == "PUT")
+            return emulator.faults.rules()
+        if method == "DELETE":
+            emulator.faults.clear()
+            return {}
+    if head == "counters" and not tail:
+        if method == "GET":
+            return emulator.faults.counters()
+        if method == "DELETE":
+            emulator.faults.reset_counters()
+            return {}
+    raise AdminError(404, f"no admin route {method} /_emulator/{'/'.join(parts)}")

@@ -1,0 +1,314 @@
+"""The emulator's HTTP server: the RPC API gateway, the metadata service and the admin API.
+
+Paths:
+
+* ``/``                        RPC API (VPC, ECS, SLB), told apart by ``Version``.
+* ``/latest/...``              metadata of the instance whose private IP is the
+                               caller's source address (for namespace test beds).
+* ``/meta/<instance-id>/latest/...``  metadata of one named instance.
+* ``/_emulator/...``           admin API (topology, faults, counters, state).
+
+The gateway checks, in order: injected faults, parameters, the access key
+(and STS token), the timestamp, the signature, the nonce; then runs the action
+under the state lock.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+# Importing the product modules registers their actions.
+from flannel_alivpc.emulator import ecs_api, slb_api, vpc_api  # noqa: F401
+from flannel_alivpc.emulator import admin
+from flannel_alivpc.emulator import metadata as metadata_service
+from flannel_alivpc.emulator.errors import ApiError, missing_parameter
+from flannel_alivpc.emulator.faults import DropConnection, FaultInjector
+from flannel_alivpc.emulator.protocol import (
+    ACTIONS,
+    ECS_VERSION,
+    EXTENSION_TYPES,
+    MUTATING,
+    SLB_VERSION,
+    VPC_VERSION,
+    Call,
+    Params,
+)
+from flannel_alivpc.emulator.signature import signature_matches, string_to_sign
+from flannel_alivpc.emulator.state import CloudState, Instance, Settings
+
+log = logging.getLogger(__name__)
+
+PRODUCT_HOSTS = {VPC_VERSION: "vpc.aliyuncs.com", ECS_VERSION: "ecs.aliyuncs.com", SLB_VERSION: "slb.aliyuncs.com"}
+_NONCE_MEMORY = 100_000
+
+
+@dataclass
+class Topology:
+    """What ``bootstrap`` created."""
+
+    vpc_id: str
+    vrouter_id: str
+    route_table_id: str
+    vswitch_id: str
+    instance_ids: list[str] = field(default_factory=list)
+
+
+class Emulator:
+    """One emulated cloud served over HTTP on loopback."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: Settings | None = None,
+        access_key_id: str = "emulator-ak",
+        access_key_secret: str = "emulator-secret",
+        state_file: str | None = None,
+    ) -> None:
+        self.state = CloudState(settings)
+        self.faults = FaultInjector()
+        self.access_key_id = access_key_id
+        self.access_key_secret = access_key_secret
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+        self._nonce_lock = threading.Lock()
+        if state_file:
+            self.state.state_file = state_file
+            try:
+                with open(state_file) as handle:
+                    self.state.load_json(json.load(handle), EXTENSION_TYPES)
+            except FileNotFoundError:
+                pass
+        self.state.add_access_key(access_key_id, access_key_secret)
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> Emulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.state.save()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def bootstrap(self, *, instances: int = 0, vpc_cidr: str = "192.168.0.0/16",
+                  vswitch_cidr: str = "192.168.0.0/20") -> Topology:
+        """One VPC with one vRouter, route table and vSwitch, and ``instances`` running instances."""
+        with self.state.lock:
+            vpc = self.state.create_vpc(cidr=vpc_cidr, name="k8s")
+            table = self.state.system_table(vpc.vpc_id)
+            vsw = self.state.create_vswitch(vpc_id=vpc.vpc_id, cidr=vswitch_cidr)
+            topo = Topology(vpc.vpc_id, vpc.vrouter_id, table.table_id, vsw.vswitch_id)
+            for n in range(instances):
+                inst = self.state.create_instance(hostname=f"node-{n + 1}", vswitch_id=vsw.vswitch_id)
+                topo.instance_ids.append(inst.instance_id)
+        self.state.save()
+        return topo
+
+    # -- the API gateway ------------------------------------------------------
+
+    def handle_api(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Run one RPC call; returns the HTTP status and the JSON body."""
+        request_id = str(uuid.uuid4()).upper()
+        action = params.get("Action", "")
+        version = params.get("Version", "")
+        host = PRODUCT_HOSTS.get(version, "aliyuncs.com")
+        try:
+            latency = self.faults.before(action or "?")
+            if latency:
+                time.sleep(latency)
+            if not action:
+                raise missing_parameter("Action")
+            if not version:
+                raise missing_parameter("Version")
+            handler = ACTIONS.get((version, action))
+            if handler is None:
+                raise ApiError(404, "InvalidAction.NotFound",
+                               "Specified api is not found, please check your url and method.")
+            self._authenticate(method, params)
+            region = params.get("RegionId") or self.state.settings.region
+            with self.state.locked() as now:
+                body = handler(Call(self.state, Params(params, region), now, action, version))
+            if action in MUTATING:
+                self.state.save()
+        except ApiError as error:
+            self.faults.count(action or "?", error.code)
+            return error.status, {
+                "RequestId": request_id, "HostId": host, "Code": error.code, "Message": error.message,
+                "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product="
+                             f"{host.split('.')[0].capitalize()}&requestId={request_id}",
+            }
+        self.faults.count(action, "Success")
+        return 200, {"RequestId": request_id, **body}
+
+    def _authenticate(self, method: str, params: dict[str, str]) -> None:
+        key_id = params.get("AccessKeyId", "")
+        if not key_id:
+            raise missing_parameter("AccessKeyId")
+        if not params.get("Signature"):
+            raise missing_parameter("Signature")
+        key = self.state.access_keys.get(key_id)
+        if key is None:
+            raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        if key.security_token:
+            token = params.get("SecurityToken", "")
+            if not token:
+                raise ApiError(400, "InvalidSecurityToken.MismatchWithAccessKey",
+                               "Specified SecurityToken mismatch with the AccessKey.")
+            if token != key.security_token:
+                raise ApiError(400, "InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
+            if key.expires_at is not None and self.state.clock() >= key.expires_at:
+                raise ApiError(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
+        stamp = params.get("Timestamp", "")
+        try:
+            sent = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            raise ApiError(400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.") from None
+        if abs(self.state.clock() - sent) > self.state.settings.timestamp_skew:
+            raise ApiError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+        if not signature_matches(method, params, key.secret):
+            # The SDK splits this message on ":" and compares the second part with its
+            # own string to sign, so the wording (and the colon) must be exactly this.
+            raise ApiError(400, "SignatureDoesNotMatch",
+                           "Specified signature is not matched with our calculation. server string to sign is:"
+                           + string_to_sign(method, params))
+        nonce = params.get("SignatureNonce", "")
+        with self._nonce_lock:
+            if nonce in self._nonces:
+                raise ApiError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+            self._nonces[nonce] = self.state.clock()
+            while len(self._nonces) > _NONCE_MEMORY:
+                self._nonces.popitem(last=False)
+
+    # -- metadata --------------------------------------------------------------
+
+    def handle_metadata(self, instance: Instance | None, path: str) -> tuple[int, str, str]:
+        if instance is None:
+            return 404, "text/plain", "no emulated instance has this caller's source address\n"
+        with self.state.locked():
+            return metadata_service.answer(self.state, instance, path)
+
+
+def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "flannel-alivpc-emulator"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("%s %s", self.address_string(), format % args)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _send(self, status: int, content_type: str, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _send_json(self, status: int, body: Any) -> None:
+            self._send(status, "application/json;charset=utf-8", json.dumps(body).encode())
+
+        def _dispatch(self, method: str) -> None:
+            # Proxied requests use the absolute form "POST http://host/?..."; take the path part.
+            target = urlsplit(self.path)
+            path = target.path or "/"
+            body = self._body()
+            if path.startswith("/_emulator/") or path == "/_emulator":
+                status, answer = admin.handle(emulator, method, path, body)
+                self._send_json(status, answer)
+                return
+            if path.startswith("/latest/") or path.startswith("/meta/"):
+                self._metadata(method, path)
+                return
+            if path != "/":
+                self._send_json(404, {"Code": "InvalidAction.NotFound", "Message": f"no such path {path}"})
+                return
+            params = dict(parse_qsl(target.query, keep_blank_values=True))
+            if body and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
+                params.update(parse_qsl(body.decode(), keep_blank_values=True))
+            try:
+                status, answer = emulator.handle_api(method, params)
+            except DropConnection:
+                emulator.faults.count(params.get("Action", "?"), "Dropped")
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            self._send_json(status, answer)
+
+        def _metadata(self, method: str, path: str) -> None:
+            if path.startswith("/meta/"):
+                _, _, instance_id, rest = path.split("/", 3) if path.count("/") >= 3 else ("", "", "", "")
+                instance = emulator.state.instances.get(instance_id)
+                path = "/" + rest
+            else:
+                instance = emulator.state.instance_by_ip(self.client_address[0])
+            if not path.startswith("/latest/") and path != "/latest":
+                self._send(404, "text/plain", b"not found\n")
+                return
+            sub = path[len("/latest/"):]
+            if sub == "api/token":
+                # Hardened mode: hand out a token; plain requests keep working too.
+                if method != "PUT" or self.headers.get("X-Forwarded-For"):
+                    self._send(403, "text/plain", b"forbidden\n")
+                    return
+                self._send(200, "text/plain", uuid.uuid4().hex.encode())
+                return
+            status, content_type, text = emulator.handle_metadata(instance, sub)
+            self._send(status, content_type, text.encode())
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def do_PUT(self) -> None:
+            self._dispatch("PUT")
+
+        def do_DELETE(self) -> None:
+            self._dispatch("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._dispatch("PATCH")
+
+    return Handler
+
