@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from flannel_alivpc import __version__
+from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.routed.config import add_connection_flags, add_daemon_flags, apply_env_defaults
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -46,8 +49,6 @@ def _add_emulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
-    import os
-
     from flannel_alivpc.emulator.server import Emulator
     from flannel_alivpc.emulator.state import Settings
 
@@ -91,12 +92,60 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flannel-alivpc", description=__doc__)
+def _run_daemon(args: argparse.Namespace) -> int:
+    from flannel_alivpc.routed.config import config_from_args
+    from flannel_alivpc.routed.daemon import run_daemon
+
+    return run_daemon(config_from_args(args))
+
+
+def _run_routes(args: argparse.Namespace) -> int:
+    from flannel_alivpc.routed.config import config_from_args
+    from flannel_alivpc.routed.inspect import run_routes
+
+    return run_routes(config_from_args(args), vpc_id=args.vpc_id, output=args.output, check=args.check,
+                      out=sys.stdout, env=os.environ)
+
+
+def _run_leases(args: argparse.Namespace) -> int:
+    from flannel_alivpc.routed.config import config_from_args
+    from flannel_alivpc.routed.inspect import run_leases
+
+    return run_leases(config_from_args(args), output=args.output, out=sys.stdout)
+
+
+def _add_inspect_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    routes = subparsers.add_parser(
+        "routes", help="show each route table's flannel entries beside the leases",
+        description="List every flannel entry of each route table with its state: ok, pending, missing, "
+        "stale, wrong-next-hop. Read-only. --check exits 3 on drift, 0 when clean.")
+    add_connection_flags(routes)
+    routes.add_argument("--vpc-id", default=None, help="VPC to inspect (default: this instance's, from metadata)")
+    routes.add_argument("--output", choices=["table", "json"], default="table")
+    routes.add_argument("--check", action="store_true", help="exit 3 when any entry is not ok")
+    routes.set_defaults(func=_run_routes)
+    leases = subparsers.add_parser("leases", help="list the flannel subnet leases in etcd",
+                                   description="List the subnet leases in etcd, malformed ones included. Read-only.")
+    add_connection_flags(leases)
+    leases.add_argument("--output", choices=["table", "json"], default="table")
+    leases.set_defaults(func=_run_leases)
+    return [routes, leases]
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flannel-alivpc",
+        description="Without a command: run the route daemon (flannel leases in etcd -> VPC route entries). "
+        "Every flag can also be set as env FLANNELD_<FLAG>, e.g. FLANNELD_ETCD_ENDPOINTS.")
     parser.add_argument("--version", action="version", version=f"flannel-alivpc {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_daemon_flags(parser)
+    parser.set_defaults(func=_run_daemon)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_emulator_parser(subparsers)
+    inspectors = _add_inspect_parsers(subparsers)
+    for sub in (parser, *inspectors):
+        apply_env_defaults(sub, os.environ if env is None else env)
     return parser
 
 
@@ -104,8 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
+    try:
+        result: int = args.func(args)
+    except ConfigError as error:
+        logging.getLogger("flannel-alivpc").error("%s", error)
         return 2
-    result: int = args.func(args)
     return result

@@ -63,6 +63,14 @@ class ReconcileLoop:
         self._stopped = False
         self.stats = LoopStats()
 
+    def restarted(self) -> ReconcileLoop:
+        """A fresh, unstopped loop with the same function and timing (keeps the stats)."""
+        loop = ReconcileLoop(self.name, self._reconcile, resync_interval=self.resync_interval, jitter=self.jitter,
+                             coalesce=self.coalesce, backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+                             rng=self._rng)
+        loop.stats = self.stats
+        return loop
+
     def mark_dirty(self) -> None:
         with self._wake:
             self._dirty = True

@@ -1,0 +1,103 @@
+"""/healthz, /readyz and Prometheus /metrics for the route daemon.
+
+``/healthz`` answers 200 while the daemon is doing its job and 503 otherwise,
+with a JSON body that says why: etcd reachability, cloud API reachability,
+and per route table whether this node is the writer and when its last
+successful reconcile was. ``/readyz`` turns 200 once subnet.env is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+HealthReport = Callable[[], tuple[bool, dict[str, Any]]]
+MetricsSource = Callable[[], dict[str, Any]]
+
+
+class _Collector:
+    """Turns the daemon's plain-data metrics snapshot into Prometheus families."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Any:
+        data = self._source()
+        reconciles = CounterMetricFamily("flannel_alivpc_reconciles", "Reconcile passes by table and outcome",
+                                         labels=["table", "outcome"])
+        durations = GaugeMetricFamily("flannel_alivpc_reconcile_last_duration_seconds",
+                                      "Duration of the last reconcile pass", labels=["table"])
+        writer = GaugeMetricFamily("flannel_alivpc_table_writer", "1 when this node writes the table",
+                                   labels=["table"])
+        routes = GaugeMetricFamily("flannel_alivpc_routes", "Route entries by table and state",
+                                   labels=["table", "state"])
+        for table, info in data.get("tables", {}).items():
+            reconciles.add_metric([table, "success"], info["passes"] - info["failures"])
+            reconciles.add_metric([table, "failure"], info["failures"])
+            durations.add_metric([table], info["last_duration"])
+            writer.add_metric([table], 1.0 if info["writer"] else 0.0)
+            for state, count in info.get("routes", {}).items():
+                routes.add_metric([table, state], count)
+        api = CounterMetricFamily("flannel_alivpc_api_calls", "Alibaba Cloud API calls by action and outcome",
+                                  labels=["action", "outcome"])
+        for (action, outcome), count in data.get("api_calls", {}).items():
+            api.add_metric([action, outcome], count)
+        leases = GaugeMetricFamily("flannel_alivpc_leases", "Subnet leases in etcd")
+        leases.add_metric([], data.get("leases", 0))
+        malformed = GaugeMetricFamily("flannel_alivpc_malformed_leases", "Lease keys skipped as malformed")
+        malformed.add_metric([], data.get("malformed_leases", 0))
+        yield from (reconciles, durations, writer, routes, api, leases, malformed)
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, *, health: HealthReport, ready: Callable[[], bool],
+                 metrics: MetricsSource) -> None:
+        registry = CollectorRegistry()
+        registry.register(_Collector(metrics))  # type: ignore[arg-type]
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug(format, *args)
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/healthz"):
+                    ok, report = health()
+                    self._send(200 if ok else 503, "application/json", json.dumps(report, indent=1).encode())
+                elif self.path.startswith("/readyz"):
+                    ok = ready()
+                    self._send(200 if ok else 503, "text/plain", b"ready\n" if ok else b"not ready\n")
+                elif self.path.startswith("/metrics"):
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                else:
+                    self._send(404, "text/plain", b"not found\n")
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,104 @@
+"""One writer per route table, elected through an etcd lock.
+
+Every daemon in the VPC campaigns for the lock of every table it manages;
+the holder runs the table's reconcile loop, the others wait on the lock and
+make no cloud calls at all, so the API load does not grow with the number of
+nodes. The lock lives on an etcd lease of ``ttl`` seconds refreshed every
+``ttl/3``: when the writer dies (even by SIGKILL) the lease expires and another
+daemon takes over within ``ttl``. A writer that cannot refresh its lock for
+most of a ttl stops writing before anyone else can start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from flannel_alivpc.core.errors import FlannelAliVpcError
+from flannel_alivpc.core.reconcile import ReconcileLoop
+
+log = logging.getLogger(__name__)
+
+
+class WriterLock(Protocol):
+    def acquire(self, timeout: float) -> bool: ...
+
+    def refresh(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def is_held(self) -> bool: ...
+
+
+class TableLeadership:
+    """Campaigns for one table's writer lock and runs its loop while holding it."""
+
+    def __init__(
+        self,
+        *,
+        table_id: str,
+        make_lock: Callable[[], WriterLock],
+        loop: ReconcileLoop,
+        ttl: float,
+        stop: threading.Event,
+    ) -> None:
+        self.table_id = table_id
+        self._make_lock = make_lock
+        self.loop = loop
+        self.ttl = ttl
+        self._stop = stop
+        self.is_writer = False
+        self.thread = threading.Thread(target=self._run, name=f"writer-{table_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def mark_dirty(self) -> None:
+        if self.is_writer:
+            self.loop.mark_dirty()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                lock = self._make_lock()
+                if not lock.acquire(timeout=self.ttl / 3):
+                    continue
+            except FlannelAliVpcError as error:
+                log.warning("%s: cannot campaign for the writer lock (%s); retrying", self.table_id, error)
+                self._stop.wait(1.0)
+                continue
+            self._lead(lock)
+
+    def _lead(self, lock: WriterLock) -> None:
+        log.info("%s: this node is now the route table's writer", self.table_id)
+        self.is_writer = True
+        self.loop.mark_dirty()
+        worker = threading.Thread(target=self.loop.run, name=f"reconcile-{self.table_id}", daemon=True)
+        worker.start()
+        last_refresh = time.monotonic()
+        try:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    lock.refresh()
+                    if not lock.is_held():
+                        log.warning("%s: writer lock lost; stopping writes", self.table_id)
+                        return
+                    last_refresh = time.monotonic()
+                except FlannelAliVpcError as error:
+                    # Step down before the lease can expire and someone else start writing.
+                    if time.monotonic() - last_refresh > self.ttl * 0.6:
+                        log.warning("%s: cannot refresh the writer lock (%s); stepping down", self.table_id, error)
+                        return
+        finally:
+            self.is_writer = False
+            self.loop.stop()
+            worker.join(timeout=self.ttl)
+            # The loop object is single-use once stopped: make a fresh one for the next term.
+            self.loop = self.loop.restarted()
+            try:
+                lock.release()
+            except FlannelAliVpcError:
+                pass
