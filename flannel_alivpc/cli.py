@@ -132,6 +132,24 @@ def _add_inspect_parsers(subparsers: argparse._SubParsersAction[argparse.Argumen
     return [routes, leases]
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from flannel_alivpc.testbed.demo import run_demo
+
+    return run_demo(nodes=args.nodes, route_delay=args.route_delay, keep=args.keep)
+
+
+def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="see the whole thing work on one machine (emulator + etcd + simulated nodes)",
+        description="Start the cloud emulator, a real etcd and N simulated nodes (each the real daemon in its "
+        "own process), show the route table converging, a node leaving and its route removed.")
+    demo.add_argument("--nodes", type=int, default=3, help="simulated nodes (default 3)")
+    demo.add_argument("--route-delay", type=float, default=1.0,
+                      help="seconds a route entry stays Pending in the emulator (default 1)")
+    demo.add_argument("--keep", action="store_true", help="leave everything running and print how to inspect it")
+    demo.set_defaults(func=_run_demo)
+
+
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flannel-alivpc",
@@ -143,6 +161,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     parser.set_defaults(func=_run_daemon)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_emulator_parser(subparsers)
+    _add_demo_parser(subparsers)
     inspectors = _add_inspect_parsers(subparsers)
     for sub in (parser, *inspectors):
         apply_env_defaults(sub, os.environ if env is None else env)

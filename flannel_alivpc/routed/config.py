@@ -81,6 +81,8 @@ def add_daemon_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--healthz-port", type=int, default=0, help="port for /healthz and /metrics (0: off)")
     parser.add_argument("--resync-interval", type=float, default=60.0,
                         help="seconds between full resyncs of the route tables (jittered)")
+    parser.add_argument("--writer-lock-ttl", type=int, default=15,
+                        help="seconds after which another node takes over a dead writer's route tables")
 
 
 def apply_env_defaults(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -110,6 +112,8 @@ def split_list(value: str) -> list[str]:
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> DaemonConfig:
     margin = getattr(args, "subnet_lease_renew_margin", 60)
+    if getattr(args, "writer_lock_ttl", 15) < 3:
+        raise ConfigError("--writer-lock-ttl must be at least 3 seconds")
     if not 1 <= margin <= 1439:
         raise ConfigError("--subnet-lease-renew-margin must be between 1 and 1439 minutes")
     password = env.get("FLANNELD_ETCD_PASSWORD")
@@ -133,4 +137,5 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.envir
         region=args.region,
         route_table_ids=split_list(args.route_table_ids),
         resync_interval=getattr(args, "resync_interval", 60.0),
+        writer_lock_ttl=getattr(args, "writer_lock_ttl", 15),
     )
