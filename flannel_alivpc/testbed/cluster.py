@@ -9,12 +9,16 @@ instance's private IP as PublicIP, and writes its own subnet.env. Used by
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ from flannel_alivpc.emulator.server import Emulator, Topology
 from flannel_alivpc.emulator.state import Settings
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.inspect import TableView, collect_route_views
-from flannel_alivpc.testbed.etcd_server import EtcdServer
+from flannel_alivpc.testbed.etcd_server import EtcdServer, free_port
 
 DEFAULT_NETWORK_CONFIG = '{"Network": "10.244.0.0/16", "Backend": {"Type": "ali-vpc"}}'
 ACCESS_KEY_ID = "testbed-ak"
@@ -37,6 +41,7 @@ class Node:
     instance_id: str
     private_ip: str
     workdir: Path
+    healthz_port: int = 0
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
@@ -51,6 +56,17 @@ class Node:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def healthz(self, path: str = "/healthz") -> tuple[int, str]:
+        """GET one of the daemon's health endpoints: (status, body); (0, "") when it does not answer."""
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    f"http://127.0.0.1:{self.healthz_port}{path}", timeout=2) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
+        except OSError:
+            return 0, ""
 
     def log(self) -> str:
         try:
@@ -72,6 +88,7 @@ class LocalCluster:
         self.resync_interval = resync_interval
         self.nodes: list[Node] = []
         self.topology: Topology | None = None
+        self.network_config: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -79,6 +96,7 @@ class LocalCluster:
         self.emulator.start()
         self.topology = self.emulator.bootstrap(instances=instances)
         self.etcd.start()
+        self.network_config = network_config
         if network_config is not None:
             with self.etcd_client() as etcd:
                 etcd.put(f"{self.prefix}/config", network_config)
@@ -87,6 +105,10 @@ class LocalCluster:
         return self.topology
 
     def close(self) -> None:
+        # Signal every daemon first, then wait: they shut down in parallel.
+        for node in self.nodes:
+            if node.running and node.process is not None:
+                node.process.send_signal(signal.SIGTERM)
         for node in self.nodes:
             self.stop_node(node)
         self.etcd.cleanup()
@@ -115,7 +137,7 @@ class LocalCluster:
         inst = self.emulator.state.instances[instance_id]
         node_dir = self.workdir / inst.hostname
         node_dir.mkdir(parents=True, exist_ok=True)
-        node = Node(inst.hostname, instance_id, inst.private_ip, node_dir)
+        node = Node(inst.hostname, instance_id, inst.private_ip, node_dir, healthz_port=free_port())
         self.nodes.append(node)
         return node
 
@@ -142,6 +164,7 @@ class LocalCluster:
             "--subnet-file", str(node.subnet_file),
             "--writer-lock-ttl", str(self.writer_lock_ttl),
             "--resync-interval", str(self.resync_interval),
+            "--healthz-ip", "127.0.0.1", "--healthz-port", str(node.healthz_port),
             *node.extra_args,
         ]
 
@@ -239,7 +262,10 @@ class LocalCluster:
         return expected
 
     def converged(self) -> bool:
-        routes = self.instance_routes()
+        """Every lease has its Available entry, and no other instance entry lies inside the Network."""
+        network = ipaddress.ip_network(json.loads(self.network_config or "{}").get("Network", "0.0.0.0/0"))
+        routes = {dest: hop for dest, hop in self.instance_routes().items()
+                  if ipaddress.ip_network(dest).subnet_of(network)}  # type: ignore[arg-type]
         expected = self.expected_routes()
         return bool(expected) and routes == expected and all(
             status == "Available" for (_, _, status) in self.table_entries().values())

@@ -35,7 +35,7 @@ def find_etcd_binary() -> Path:
     raise RuntimeError(f"no etcd binary on PATH or in {beside.parent}; {INSTALL_HINT}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -51,8 +51,8 @@ class EtcdServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "etcd.log"
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.client_port}"
         self._process: subprocess.Popen[bytes] | None = None
 
