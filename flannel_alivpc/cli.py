@@ -114,7 +114,9 @@ def _run_leases(args: argparse.Namespace) -> int:
     return run_leases(config_from_args(args), output=args.output, out=sys.stdout)
 
 
-def _add_inspect_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+def _add_inspect_parsers(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
     routes = subparsers.add_parser(
         "routes", help="show each route table's flannel entries beside the leases",
         description="List every flannel entry of each route table with its state: ok, pending, missing, "

@@ -13,6 +13,12 @@ Callers decide what to do by class, never by parsing strings:
 
 Every error carries the API code, the action and the request id (for support
 tickets) and a message that never contains secrets.
+
+etcd failures have their own branch under ``EtcdError``: ``EtcdUnavailable``
+(no endpoint answered; retry), ``EtcdAuthError`` (credentials or role; an
+operator must act) and ``WatchCompacted`` (a watch started before the
+compaction point; re-list and watch again). ``LeaseLost`` is the signal that
+this node's subnet lease is gone and the daemon must exit.
 """
 
 from __future__ import annotations
@@ -84,3 +90,33 @@ class MetadataError(CloudError):
 
 class MetadataNotFound(MetadataError):
     """The metadata item does not exist on this instance (e.g. vpc-id on classic)."""
+
+
+class EtcdError(FlannelAliVpcError):
+    """An etcd request failed for a reason other than the ones below."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No etcd endpoint answered (refused, timed out, no leader): try again later."""
+
+
+class EtcdAuthError(EtcdError):
+    """etcd rejected the username/password or the user's role lacks permission."""
+
+
+class WatchCompacted(EtcdError):
+    """A watch asked for history that etcd has compacted away: re-list, then watch again."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"etcd history before revision {compact_revision} has been compacted")
+        self.compact_revision = compact_revision
+
+
+LEASE_LOST_MESSAGE = "Lease has been revoked. Shutting down daemon."
+
+
+class LeaseLost(FlannelAliVpcError):
+    """This node's subnet lease was deleted, expired or taken over: the daemon must exit."""
+
+    def __init__(self, message: str = LEASE_LOST_MESSAGE) -> None:
+        super().__init__(message)

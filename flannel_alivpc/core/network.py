@@ -217,7 +217,9 @@ class Lease:
 # -- allocation --------------------------------------------------------------------
 
 
-def pick_free_subnet(config: NetworkConfig, taken: Iterable[IPv4Network], rng: random.Random | None = None) -> IPv4Network:
+def pick_free_subnet(
+    config: NetworkConfig, taken: Iterable[IPv4Network], rng: random.Random | None = None
+) -> IPv4Network:
     """A free subnet as flannel picks one: random among the first free candidates."""
     taken_list = list(taken)
     size = 1 << (32 - config.subnet_len)

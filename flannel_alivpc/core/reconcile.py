@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from flannel_alivpc.core.retry import RetryPolicy, backoff_delay
+
 log = logging.getLogger(__name__)
 
 
@@ -87,13 +89,12 @@ class ReconcileLoop:
 
     def _next_resync(self) -> float:
         spread = self.resync_interval * self.jitter
-        return time.monotonic() + self.resync_interval + self._rng.uniform(-spread, spread)
+        return time.monotonic() + self.resync_interval + spread * (2 * self._rng.random() - 1)
 
     def _backoff(self) -> float:
-        exponent = min(self.stats.consecutive_failures - 1, 16)
-        delay = min(self.backoff_max, self.backoff_base * (2 ** exponent))
         # Equal jitter: never less than half the delay, so retries do not stampede.
-        return delay / 2 + self._rng.uniform(0, delay / 2)
+        policy = RetryPolicy(base_delay=self.backoff_base, max_delay=self.backoff_max, jitter="equal")
+        return backoff_delay(self.stats.consecutive_failures, policy, self._rng)
 
     def run(self) -> None:
         """Loop until ``stop()``; exceptions in a pass are logged and retried."""
@@ -116,7 +117,7 @@ class ReconcileLoop:
         self.stats.passes += 1
         try:
             again = self._reconcile()
-        except Exception as error:  # noqa: BLE001 - the loop must survive any pass failure
+        except Exception as error:
             self.stats.failures += 1
             self.stats.consecutive_failures += 1
             self.stats.last_error = str(error)

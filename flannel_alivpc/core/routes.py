@@ -132,22 +132,23 @@ def plan_routes(
     kept: list[RouteEntry] = []
     statuses: list[RouteStatus] = []
     for destination, route in sorted(desired.items(), key=lambda item: int(item[0].network_address)):
-        entry = owned.get(destination)
-        if entry is None:
+        current = owned.get(destination)
+        if current is None:
             # A destination held by an entry we do not own (e.g. a user's route to a
             # NAT gateway) is reported as missing but never overwritten.
             if destination not in occupied:
                 create.append(RouteSpec(destination=str(destination), next_hop_id=route.instance_id,
                                         name=ROUTE_NAME))
             statuses.append(RouteStatus(destination, RouteState.MISSING, route.instance_id, None, None))
-        elif entry.next_hop_id != route.instance_id:
-            if entry.status == "Available":
-                delete.append(entry)
+        elif current.next_hop_id != route.instance_id:
+            if current.status == "Available":
+                delete.append(current)
             statuses.append(RouteStatus(destination, RouteState.WRONG_NEXT_HOP, route.instance_id,
-                                        entry.next_hop_id, entry.status))
+                                        current.next_hop_id, current.status))
         else:
-            state = RouteState.OK if entry.status == "Available" else RouteState.PENDING
-            statuses.append(RouteStatus(destination, state, route.instance_id, entry.next_hop_id, entry.status))
+            state = RouteState.OK if current.status == "Available" else RouteState.PENDING
+            statuses.append(RouteStatus(destination, state, route.instance_id, current.next_hop_id,
+                                        current.status))
     for destination, entry in sorted(owned.items(), key=lambda item: int(item[0].network_address)):
         if destination in desired:
             continue

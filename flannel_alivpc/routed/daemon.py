@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -46,7 +47,7 @@ from flannel_alivpc.routed.leases import (
     write_subnet_env,
 )
 from flannel_alivpc.routed.vpc_routes import TableWriter
-from flannel_alivpc.routed.writer import TableLeadership
+from flannel_alivpc.routed.writer import TableLeadership, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +169,13 @@ class RouteDaemon:
                                  api=cloud.vpc, snapshot=watcher.snapshot, stop=self.stop_event)
             loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
                                  resync_interval=self.config.resync_interval)
-            leadership = TableLeadership(
-                table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl, stop=self.stop_event,
-                make_lock=lambda t=table_id: etcd.lock(writer_lock_name(self.config.etcd_prefix, t),
-                                                       self.config.writer_lock_ttl, holder=identity.instance_id))
+            lock_name = writer_lock_name(self.config.etcd_prefix, table_id)
+
+            def make_lock(name: str = lock_name) -> WriterLock:
+                return etcd.lock(name, self.config.writer_lock_ttl, holder=identity.instance_id)
+
+            leadership = TableLeadership(table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl,
+                                         stop=self.stop_event, make_lock=make_lock)
             self.tables[table_id] = _Table(writer, leadership)
         watcher.start()
         for table in self.tables.values():
@@ -238,7 +242,6 @@ class RouteDaemon:
 
 def run_daemon(config: DaemonConfig) -> int:
     daemon = RouteDaemon(config)
-    import signal
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("signal %d: shutting down (routes and lease are kept)", signum)

@@ -62,10 +62,10 @@ class HealthServer:
     def __init__(self, host: str, port: int, *, health: HealthReport, ready: Callable[[], bool],
                  metrics: MetricsSource) -> None:
         registry = CollectorRegistry()
-        registry.register(_Collector(metrics))  # type: ignore[arg-type]
+        registry.register(_Collector(metrics))
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug(format, *args)
 
             def _send(self, status: int, content_type: str, body: bytes) -> None:

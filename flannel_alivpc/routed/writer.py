@@ -11,6 +11,7 @@ most of a ttl stops writing before anyone else can start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -98,7 +99,5 @@ class TableLeadership:
             worker.join(timeout=self.ttl)
             # The loop object is single-use once stopped: make a fresh one for the next term.
             self.loop = self.loop.restarted()
-            try:
+            with contextlib.suppress(FlannelAliVpcError):
                 lock.release()
-            except FlannelAliVpcError:
-                pass

@@ -9,6 +9,7 @@ user's default route to a NAT gateway is left alone throughout. With
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import tempfile
@@ -110,10 +111,8 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
                 f"  flannel-alivpc leases --etcd-endpoints {cluster.etcd.endpoint}\n"
                 f"Daemon logs: {workdir}/node-*/daemon.log. Press Ctrl-C to stop.\n")
             out.flush()
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
-            except KeyboardInterrupt:
-                pass
         if "0.0.0.0/0" not in foreign:
             out.write("the NAT gateway's default route disappeared: that is a bug\n")
             return 1
