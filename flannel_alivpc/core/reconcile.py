@@ -1,8 +1,8 @@
 """The one loop shape every reconciler runs in.
 
 Inputs (watch events, informer callbacks) only call ``mark_dirty()``. The loop
-wakes when dirty or when the jittered resync period has passed, waits a short
-coalescing window so a burst of events becomes one pass, then calls the
+wakes when dirty or when the jittered resync period has passed, waits until
+the marks stop arriving for a moment (so a burst becomes one pass), then calls the
 reconcile function, which computes desired state, observes actual state,
 plans and applies. A failed pass is retried with capped exponential backoff;
 a pass may also ask to run again after a delay (e.g. while cloud changes
@@ -47,7 +47,8 @@ class ReconcileLoop:
         *,
         resync_interval: float = 60.0,
         jitter: float = 0.2,
-        coalesce: float = 0.05,
+        coalesce: float = 0.1,
+        coalesce_max: float = 1.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         rng: random.Random | None = None,
@@ -57,6 +58,7 @@ class ReconcileLoop:
         self.resync_interval = resync_interval
         self.jitter = jitter
         self.coalesce = coalesce
+        self.coalesce_max = coalesce_max
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._rng = rng or random.Random()
@@ -68,7 +70,8 @@ class ReconcileLoop:
     def restarted(self) -> ReconcileLoop:
         """A fresh, unstopped loop with the same function and timing (keeps the stats)."""
         loop = ReconcileLoop(self.name, self._reconcile, resync_interval=self.resync_interval, jitter=self.jitter,
-                             coalesce=self.coalesce, backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+                             coalesce=self.coalesce, coalesce_max=self.coalesce_max,
+                             backoff_base=self.backoff_base, backoff_max=self.backoff_max,
                              rng=self._rng)
         loop.stats = self.stats
         return loop
@@ -105,11 +108,26 @@ class ReconcileLoop:
                     self._wake.wait(timeout=max(0.0, deadline - time.monotonic()))
                 if self._stopped:
                     return
-            if self.coalesce:
-                time.sleep(self.coalesce)
-            with self._wake:
-                self._dirty = False
+            self._settle_burst()
             deadline = self.run_once()
+
+    def _settle_burst(self) -> None:
+        """Wait until marks stop arriving for ``coalesce`` seconds (at most ``coalesce_max``).
+
+        A burst of events (a hundred leases written at once) becomes one pass
+        that sees all of it, instead of a pass on the first event and another
+        for the rest.
+        """
+        limit = time.monotonic() + self.coalesce_max
+        with self._wake:
+            while not self._stopped:
+                self._dirty = False
+                quiet_until = min(limit, time.monotonic() + self.coalesce)
+                while not self._dirty and not self._stopped and time.monotonic() < quiet_until:
+                    self._wake.wait(timeout=max(0.0, quiet_until - time.monotonic()))
+                if not self._dirty or time.monotonic() >= limit:
+                    self._dirty = False
+                    return
 
     def run_once(self) -> float:
         """One pass; returns the monotonic time at which the next pass is due."""

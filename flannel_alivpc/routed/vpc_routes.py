@@ -7,8 +7,9 @@ the table (the one observation), plan (pure), then apply one batch at a time:
    one change at a time, and a write into a busy table is refused;
 2. create missing entries, at most 50 per call (CreateRouteEntries);
 3. delete stale and wrong-next-hop entries, at most 50 per call;
-4. after each batch, poll only the entries it touched until they settle, then
-   observe again: the next batch is planned from fresh state.
+4. after each batch, poll only the entries it touched until they settle (the
+   next batch cannot start before); once the plan is applied, observe again
+   and plan afresh, until the table matches the leases.
 
 A crash at any point leaves the table in a state the next pass repairs.
 """
@@ -18,18 +19,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from flannel_alivpc.core.cloud import BatchResult, RouteEntry, RouteSpec
 from flannel_alivpc.core.errors import RetryableCloudError
 from flannel_alivpc.core.network import IPv4Network, Lease
-from flannel_alivpc.core.routes import RoutePlan, desired_routes, plan_routes
+from flannel_alivpc.core.routes import RoutePlan, RouteState, desired_routes, plan_routes
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 50
+REFUSED_RETRY = 30.0
+"""Seconds before trying again when every change of a pass was refused (quota, bad next hop)."""
 _SETTLED = "Available"
 
 
@@ -76,7 +79,7 @@ class TableWriter:
         network: IPv4Network,
         api: RouteTableApi,
         snapshot: Callable[[], LeaseView],
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.1,
         settle_timeout: float = 300.0,
         stop: threading.Event | None = None,
     ) -> None:
@@ -89,69 +92,84 @@ class TableWriter:
         self.settle_timeout = settle_timeout
         self._stop = stop or threading.Event()
         self.report = TableReport()
+        self._settle_estimate = 0.0
 
-    def plan(self) -> tuple[RoutePlan, list[RouteEntry]]:
-        """Observe the table and plan against the current lease snapshot (no writes)."""
+    def _plan(self, actual: Iterable[RouteEntry]) -> RoutePlan:
         snap = self._snapshot()
         desired = desired_routes(snap.leases.values(), vpc_id=self.vpc_id)
-        actual = self.api.list_route_entries(self.table_id)
-        plan = plan_routes(table_id=self.table_id, desired=desired, actual=actual, network=self.network,
+        return plan_routes(table_id=self.table_id, desired=desired, actual=actual, network=self.network,
                            in_sync=snap.in_sync, protected=snap.malformed_subnets())
-        return plan, actual
 
     def reconcile(self) -> float | None:
+        """One pass: list the table once, then apply batches until it matches the leases.
+
+        Each batch is planned from the latest lease snapshot and the table as
+        this pass knows it (the listing, updated with what every settled batch
+        returned), so leases that arrive during a long pass join the next full
+        batch instead of waiting for the next pass.
+        """
         report = TableReport()
         self.report = report
+        actual = {e.destination: e for e in self.api.list_route_entries(self.table_id)}
+        refused: set[str] = set()
         while not self._stop.is_set():
-            plan, actual = self.plan()
+            plan = self._plan(actual.values())
             report.plan = plan
-            busy = [e for e in actual if e.status != _SETTLED]
+            busy = [d for d, e in actual.items() if e.status != _SETTLED]
             if busy:
-                self._wait_settled([e.destination for e in busy])
+                self._observe_settled(actual, busy)
                 continue
-            if plan.create:
-                if not self._create(plan.create[:BATCH_SIZE], report):
-                    # Only failures left (e.g. quota): apply deletes still, then retry later.
-                    if plan.delete:
-                        self._delete(plan.delete[:BATCH_SIZE], report)
-                    return 30.0
-                continue
-            if plan.delete:
-                self._delete(plan.delete[:BATCH_SIZE], report)
-                continue
-            if plan.kept_for_unknown:
-                log.info("%s: keeping %d entries whose leases are unknown or malformed: %s", self.table_id,
-                         len(plan.kept_for_unknown), ", ".join(e.destination for e in plan.kept_for_unknown))
-            return None
+            creates = [spec for spec in plan.create if spec.destination not in refused]
+            deletes = [entry for entry in plan.delete if entry.destination not in refused]
+            if creates:
+                batch: Sequence[str] = self._create(creates[:BATCH_SIZE], report, refused)
+            elif deletes:
+                wrong_hop = {str(s.destination) for s in plan.statuses if s.state is RouteState.WRONG_NEXT_HOP}
+                batch = self._delete(deletes[:BATCH_SIZE], wrong_hop, report, refused)
+            else:
+                if plan.kept_for_unknown:
+                    log.info("%s: keeping %d entries whose leases are unknown or malformed: %s", self.table_id,
+                             len(plan.kept_for_unknown), ", ".join(e.destination for e in plan.kept_for_unknown))
+                # Changes the API refused (e.g. the quota is reached) are tried again later.
+                return REFUSED_RETRY if refused else None
+            if batch:
+                self._observe_settled(actual, batch)
         return None
 
-    def _create(self, specs: Sequence[RouteSpec], report: TableReport) -> bool:
-        """Create one batch; True when at least one entry was created."""
+    def _observe_settled(self, actual: dict[str, RouteEntry], destinations: Sequence[str]) -> None:
+        """Wait for ``destinations`` to settle and record how they ended (present or gone)."""
+        seen = self._wait_settled(destinations)
+        for destination in destinations:
+            actual.pop(destination, None)
+        actual.update(seen)
+
+    def _create(self, specs: Sequence[RouteSpec], report: TableReport, refused: set[str]) -> list[str]:
+        """Create one batch; returns the destinations created."""
         result = self.api.create_route_entries(self.table_id, specs)
-        created = {s.destination for s in specs} - {f.destination for f in result.failures}
-        for spec in specs:
-            if spec.destination in created:
-                log.info("%s: created %s -> %s (lease present, entry missing)", self.table_id,
-                         spec.destination, spec.next_hop_id)
+        failed = {f.destination for f in result.failures}
+        refused.update(failed)
+        created = [s for s in specs if s.destination not in failed]
+        for spec in created:
+            log.info("%s: created %s -> %s (lease present, entry missing)", self.table_id,
+                     spec.destination, spec.next_hop_id)
         report.created += len(created)
         self._record_failures(result, report)
-        if created:
-            self._wait_settled(sorted(created))
-        return bool(created)
+        return [s.destination for s in created]
 
-    def _delete(self, entries: Sequence[RouteEntry], report: TableReport) -> None:
+    def _delete(self, entries: Sequence[RouteEntry], wrong_hop: set[str], report: TableReport,
+                refused: set[str]) -> list[str]:
+        """Delete one batch; returns the destinations deleted."""
         result = self.api.delete_route_entries(self.table_id, entries)
         failed = {f.entry_id for f in result.failures}
         deleted = [e for e in entries if e.entry_id not in failed]
+        refused.update(e.destination for e in entries if e.entry_id in failed)
         for entry in deleted:
-            log.info("%s: deleted %s -> %s (%s)", self.table_id, entry.destination, entry.next_hop_id,
-                     "next hop is not the lease's instance" if any(
-                         s.destination == entry.destination for s in (report.plan.statuses if report.plan else ())
-                         if s.desired_instance) else "no lease for this subnet")
+            reason = "next hop is not the lease's instance" if entry.destination in wrong_hop \
+                else "no lease for this subnet"
+            log.info("%s: deleted %s -> %s (%s)", self.table_id, entry.destination, entry.next_hop_id, reason)
         report.deleted += len(deleted)
         self._record_failures(result, report)
-        if deleted:
-            self._wait_settled([e.destination for e in deleted])
+        return [e.destination for e in deleted]
 
     def _record_failures(self, result: BatchResult, report: TableReport) -> None:
         for failure in result.failures:
@@ -170,28 +188,41 @@ class TableWriter:
                 log.warning("%s: change for %s refused: %s %s", self.table_id, failure.destination,
                             failure.code, failure.message)
 
-    def _wait_settled(self, destinations: Sequence[str]) -> None:
-        """Poll the given destinations until none is Pending or Deleting."""
-        deadline = time.monotonic() + self.settle_timeout
-        delay = min(0.05, self.poll_interval)
+    def _wait_settled(self, destinations: Sequence[str]) -> dict[str, RouteEntry]:
+        """Poll the given destinations until none is Pending or Deleting.
+
+        Returns what the last poll saw; a destination missing from it is gone
+        (and absent from the returned mapping, so callers must drop it). The
+        first poll comes just before the last observed settle time, then every
+        few tens of milliseconds: the table's next change can start as soon as
+        this one is done, without polling the whole time.
+        """
+        started = time.monotonic()
+        deadline = started + self.settle_timeout
+        delay = max(0.02, 0.9 * self._settle_estimate)
+        seen: dict[str, RouteEntry] = {}
         wanted = list(destinations)
-        while not self._stop.is_set():
-            if self._stop.wait(delay):
-                return
-            unsettled = [
-                e for chunk in _chunks(wanted, BATCH_SIZE)
-                for e in self.api.list_route_entries(self.table_id, destinations=chunk)
-                if e.status != _SETTLED
-            ]
+        while not self._stop.wait(delay):
+            polled = [e for chunk in _chunks(wanted, BATCH_SIZE)
+                      for e in self.api.list_route_entries(self.table_id, destinations=chunk)]
+            for destination in wanted:
+                seen.pop(destination, None)
+            seen.update((e.destination, e) for e in polled)
+            unsettled = [e for e in polled if e.status != _SETTLED]
             if not unsettled:
-                return
+                self._settle_estimate = time.monotonic() - started
+                break
             wanted = [e.destination for e in unsettled]
             if time.monotonic() > deadline:
                 raise RetryableCloudError(
                     f"route table {self.table_id}: entries still not settled after {self.settle_timeout:.0f}s: "
                     + ", ".join(f"{e.destination} {e.status}" for e in unsettled[:5]))
-            delay = min(self.poll_interval, delay * 2)
+            delay = min(self.poll_interval, max(0.02, delay / 4))
+        return seen
 
 
-def _chunks(items: Sequence[str], size: int) -> list[list[str]]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,133 @@
+"""Route daemon benchmark: convergence, write calls, steady-state API load, RSS and CPU.
+
+For each N, a LocalCluster (cloud emulator, real etcd, ``--nodes`` real daemon
+processes) first converges on its own nodes' leases; then N more leases (for
+N more emulated instances) are written to etcd at once and the clock starts.
+It stops when every lease has its Available entry.
+
+Measured against the goals of the route-daemon issue:
+
+* convergence time vs. the floor ceil(N/50) x D (50 entries per batch call,
+  one change in flight per table, each settling after the route delay D);
+  goal: within 1.25x;
+* write calls (CreateRouteEntries) vs. the minimum ceil(N/50); goal: 1.1x;
+* steady-state API calls of the whole cluster per resync vs. the table's
+  page count (DescribeRouteEntryList pages of 100); goal: no more;
+* RSS and CPU of the daemons while idle with N leases.
+
+Run: .venv/bin/python benchmarks/route_convergence.py [--leases 100,1000] [--route-delay 1]
+Prints a table, then one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+    os.environ.pop(_name, None)
+
+from flannel_alivpc.core.network import LeaseAttrs, subnet_key  # noqa: E402
+from flannel_alivpc.testbed.cluster import LocalCluster  # noqa: E402
+
+NETWORK_CONFIG = '{"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "ali-vpc"}}'
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _calls(cluster: LocalCluster, action: str) -> int:
+    return sum(cluster.emulator.faults.counters().get(action, {}).values())
+
+
+def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_window: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench-routes-") as tmp, \
+            LocalCluster(Path(tmp), route_delay=route_delay, resync_interval=resync) as cluster:
+        topo = cluster.start(instances=nodes, network_config=NETWORK_CONFIG)
+        state = cluster.emulator.state
+        state.settings.route_quota = n + nodes + 10
+        cluster.start_all()
+        if not cluster.wait_until(cluster.converged, 120):
+            raise RuntimeError("the cluster's own nodes did not converge")
+        extra = [state.create_instance(hostname=f"bench-{i}", vswitch_id=topo.vswitch_id) for i in range(n)]
+        taken = set(cluster.expected_routes())
+        subnets = (s for s in IPv4Network("10.0.0.0/8").subnets(new_prefix=24) if str(s) not in taken)
+        creates_before = _calls(cluster, "CreateRouteEntries")
+        with cluster.etcd_client() as etcd:
+            started = time.monotonic()
+            for inst, subnet in zip(extra, subnets):
+                attrs = LeaseAttrs(public_ip=IPv4Address(inst.private_ip), backend_type="ali-vpc",
+                                   backend_data={"InstanceId": inst.instance_id, "NetworkType": "vpc",
+                                                 "VpcId": topo.vpc_id})
+                etcd.put(f"{cluster.prefix}/subnets/{subnet_key(subnet)}", attrs.to_json())
+        written = time.monotonic() - started
+        if not cluster.wait_until(cluster.converged, 60 + 5 * math.ceil(n / 50) * max(route_delay, 0.2),
+                                  interval=0.05):
+            raise RuntimeError(f"N={n}: did not converge")
+        converged = time.monotonic() - started
+        writes = _calls(cluster, "CreateRouteEntries") - creates_before
+        # Idle: count every API call of the whole cluster over a few resync periods.
+        cluster.emulator.faults.reset_counters()
+        pids = [node.process.pid for node in cluster.nodes if node.process is not None]
+        cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+        time.sleep(idle_window)
+        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+        idle_calls = sum(sum(v.values()) for v in cluster.emulator.faults.counters().values())
+        entries = len(cluster.table_entries()) + 2  # + the System entries
+        floor = math.ceil(n / 50) * route_delay
+        return {
+            "leases": n,
+            "route_delay_s": route_delay,
+            "lease_write_s": round(written, 3),
+            "convergence_s": round(converged, 3),
+            "floor_s": floor,
+            "convergence_vs_floor": round(converged / floor, 3) if floor else 0.0,
+            "write_calls": writes,
+            "min_write_calls": math.ceil(n / 50),
+            "write_calls_vs_min": round(writes / math.ceil(n / 50), 3),
+            "idle_calls_per_resync": round(idle_calls / (idle_window / resync), 2),
+            "table_pages": math.ceil(entries / 100),
+            "idle_calls_per_minute": round(idle_calls * 60 / idle_window, 1),
+            "daemon_rss_mib_max": round(max(_rss_mib(pid) for pid in pids), 1),
+            "daemon_cpu_percent_idle": round(100 * cpu / idle_window / len(pids), 2),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leases", default="100,1000", help="comma-separated N values")
+    parser.add_argument("--nodes", type=int, default=3, help="real daemon processes")
+    parser.add_argument("--route-delay", type=float, default=1.0, help="emulator route delay D (s)")
+    parser.add_argument("--resync", type=float, default=10.0, help="daemon resync interval (s)")
+    parser.add_argument("--idle-window", type=float, default=30.0, help="seconds of idle measurement")
+    args = parser.parse_args()
+    results = [run_one(int(n), nodes=args.nodes, route_delay=args.route_delay, resync=args.resync,
+                       idle_window=args.idle_window) for n in args.leases.split(",")]
+    columns = ["leases", "convergence_s", "floor_s", "convergence_vs_floor", "write_calls", "min_write_calls",
+               "idle_calls_per_resync", "table_pages", "daemon_rss_mib_max", "daemon_cpu_percent_idle"]
+    print("  ".join(f"{c:>22}" for c in columns))
+    for row in results:
+        print("  ".join(f"{row[c]!s:>22}" for c in columns))
+    print(json.dumps({"benchmark": "route_convergence", "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
