@@ -37,3 +37,27 @@ def emulator() -> Iterator[Emulator]:
 def topology(emulator: Emulator) -> Topology:
     """One VPC, vRouter, System route table, vSwitch and three running instances."""
     return emulator.bootstrap(instances=3)
+
+
+# -- a real etcd server ------------------------------------------------------------
+
+from tests.etcd_server import EtcdServer, find_etcd_binary  # noqa: E402
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[EtcdServer]:
+    """A fresh single-member etcd on free loopback ports with its own data directory.
+
+    ``.endpoint`` is its URL; ``.stop()``/``.kill()`` and ``.start()`` take it away
+    and bring it back on the same ports and data, for outage tests.
+    """
+    try:
+        binary = find_etcd_binary()
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    server = EtcdServer(binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

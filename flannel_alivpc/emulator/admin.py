@@ -13,7 +13,7 @@ POST     /_emulator/vpcs                 {cidr, name, region} -> VPC, vRouter, S
 POST     /_emulator/vswitches            {vpc_id, cidr, zone, route_table_id, name}
 POST     /_emulator/route-tables         {vpc_id, name} -> a Custom route table
 POST     /_emulator/instances            {hostname, private_ip, network_type, vswitch_id,
-                                         ram_role, public_ip}
+                                         ram_role, public_ip, region}
 PATCH    /_emulator/instances/<id>       {status}
 DELETE   /_emulator/instances/<id>       release an instance
 POST     /_emulator/route-entries        {route_table_id, destination, next_hop_type,
@@ -25,6 +25,8 @@ PATCH    /_emulator/faults               {action: rule}: add or replace some rul
 DELETE   /_emulator/faults               remove every rule
 GET      /_emulator/counters             {action: {outcome: count}}
 DELETE   /_emulator/counters             reset the counters
+PATCH    /_emulator/load-balancers/      {server_id: "normal" | "abnormal" | null}: force
+         <id>/health                     (null: clear) a backend's SLB health status
 =======  ==============================  ===============================================
 """
 
@@ -32,12 +34,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Set
 from typing import TYPE_CHECKING, Any
 
-from flannel_alivpc.emulator.state import RouteEntry, Settings, new_id
+from flannel_alivpc.emulator import slb_api
+from flannel_alivpc.emulator.state import Settings, UnknownResource
 
 if TYPE_CHECKING:
     from flannel_alivpc.emulator.server import Emulator
+
+INSTANCE_STATUSES = {"Pending", "Running", "Starting", "Stopping", "Stopped"}
 
 
 class AdminError(Exception):
@@ -46,14 +52,38 @@ class AdminError(Exception):
         self.status = status
 
 
-def _fields(body: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _fields(body: dict[str, Any], allowed: Set[str], required: Set[str] = frozenset(), *,
+            strings: bool = True) -> dict[str, Any]:
     unknown = set(body) - allowed
     if unknown:
         raise AdminError(400, f"unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
     missing = required - set(body)
     if missing:
         raise AdminError(400, f"missing fields {sorted(missing)}")
+    if strings:
+        for name, value in body.items():
+            if not isinstance(value, str):
+                raise AdminError(400, f"{name}: expected a string, got {value!r}")
     return body
+
+
+def _settings_update(settings: Settings, body: dict[str, Any]) -> None:
+    """Apply ``body`` to ``settings``, all or nothing; numbers must not be negative."""
+    _fields(body, {f.name for f in dataclasses.fields(Settings)}, strings=False)
+    updates = {}
+    for name, value in body.items():
+        kind = type(getattr(settings, name))
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise AdminError(400, f"{name}: expected {kind.__name__}, got {value!r}")
+        try:
+            converted = kind(value)
+        except ValueError:
+            raise AdminError(400, f"{name}: expected {kind.__name__}, got {value!r}") from None
+        if isinstance(converted, (int, float)) and converted < 0:
+            raise AdminError(400, f"{name}: must not be negative")
+        updates[name] = converted
+    for name, value in updates.items():
+        setattr(settings, name, value)
 
 
 def handle(emulator: Emulator, method: str, path: str, raw_body: bytes) -> tuple[int, Any]:
@@ -64,6 +94,8 @@ def handle(emulator: Emulator, method: str, path: str, raw_body: bytes) -> tuple
         result = _route(emulator, method, path.rstrip("/"), body)
     except AdminError as error:
         return error.status, {"error": str(error)}
+    except UnknownResource as error:
+        return 404, {"error": str(error)}
     except (KeyError, ValueError, TypeError) as error:
         return 400, {"error": f"{type(error).__name__}: {error}"}
     if method != "GET":
@@ -82,12 +114,8 @@ def _route(emulator: Emulator, method: str, path: str, body: dict[str, Any]) -> 
     if key == ("GET", "settings", False):
         return dataclasses.asdict(state.settings)
     if key == ("PATCH", "settings", False):
-        allowed = {f.name for f in dataclasses.fields(Settings)}
-        _fields(body, allowed)
         with state.lock:
-            for name, value in body.items():
-                current = getattr(state.settings, name)
-                setattr(state.settings, name, type(current)(value))
+            _settings_update(state.settings, body)
         return dataclasses.asdict(state.settings)
     if key == ("POST", "vpcs", False):
         _fields(body, {"cidr", "name", "region"})
@@ -107,29 +135,30 @@ def _route(emulator: Emulator, method: str, path: str, body: dict[str, Any]) -> 
         return dataclasses.asdict(inst)
     if head == "instances" and tail:
         with state.lock:
-            inst = state.instances.get(tail)
-            if inst is None:
+            found = state.instances.get(tail)
+            if found is None:
                 raise AdminError(404, f"no instance {tail}")
             if method == "DELETE":
                 del state.instances[tail]
                 return {"deleted": tail}
             if method == "PATCH":
                 _fields(body, {"status"}, {"status"})
-                inst.status = str(body["status"])
-                return dataclasses.asdict(inst)
+                if body["status"] not in INSTANCE_STATUSES:
+                    raise AdminError(400, f"status: must be one of {sorted(INSTANCE_STATUSES)}")
+                found.status = body["status"]
+                return dataclasses.asdict(found)
     if key == ("POST", "route-entries", False):
         _fields(body, {"route_table_id", "destination", "next_hop_type", "next_hop_id", "name"},
                 {"route_table_id", "destination", "next_hop_id"})
-        with state.locked() as now:
-            table = state.route_tables.get(body["route_table_id"])
-            if table is None:
-                raise AdminError(404, f"no route table {body['route_table_id']}")
-            entry = RouteEntry(entry_id=new_id("rte"), table_id=table.table_id, destination=body["destination"],
-                               entry_type="Custom", next_hop_type=body.get("next_hop_type", "Instance"),
-                               next_hop_id=body["next_hop_id"], created=now, ready_at=now,
-                               name=body.get("name", ""))
-            table.entries[entry.entry_id] = entry
-            return {"RouteEntryId": entry.entry_id}
+        if body["route_table_id"] not in state.route_tables:
+            raise AdminError(404, f"route_table_id: no route table {body['route_table_id']}")
+        try:
+            entry = state.add_custom_entry(body["route_table_id"], body["destination"],
+                                           body.get("next_hop_type", "Instance"), body["next_hop_id"],
+                                           body.get("name", ""))
+        except ValueError as error:
+            raise AdminError(400, f"destination: {error}") from None
+        return {"RouteEntryId": entry.entry_id}
     if key == ("POST", "access-keys", False):
         _fields(body, {"access_key_id", "access_key_secret"}, {"access_key_id", "access_key_secret"})
         state.add_access_key(body["access_key_id"], body["access_key_secret"])
@@ -149,4 +178,13 @@ def _route(emulator: Emulator, method: str, path: str, body: dict[str, Any]) -> 
         if method == "DELETE":
             emulator.faults.reset_counters()
             return {}
+    if (method, head, parts[2:]) == ("PATCH", "load-balancers", ["health"]) and tail:
+        with state.lock:
+            lb = slb_api.balancers(state).get(tail)
+            if lb is None:
+                raise AdminError(404, f"no load balancer {tail}")
+            try:
+                return {"health_overrides": slb_api.force_health(lb, body)}
+            except ValueError as error:
+                raise AdminError(400, str(error)) from None
     raise AdminError(404, f"no admin route {method} /_emulator/{'/'.join(parts)}")

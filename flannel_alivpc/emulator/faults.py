@@ -66,26 +66,52 @@ class FaultRule:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> FaultRule:
+        """Build a rule; a ``ValueError`` names the field that is wrong."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"a fault rule must be a JSON object, got {raw!r}")
         unknown = set(raw) - {"throttle", "error", "latency", "drop"}
         if unknown:
             raise ValueError(f"unknown fault fields {sorted(unknown)}; use throttle, error, latency, drop")
         rule = cls(raw=raw)
         if "throttle" in raw:
-            rate = float(raw["throttle"]["rate"])
-            rule.bucket = TokenBucket(rate=rate, burst=float(raw["throttle"].get("burst", max(rate, 1))))
+            throttle = _object(raw, "throttle")
+            rate = _number(throttle, "rate", "throttle.rate", required=True)
+            rule.bucket = TokenBucket(rate=rate, burst=_number(throttle, "burst", "throttle.burst", max(rate, 1)))
         if "error" in raw:
-            error = dict(raw["error"])
+            error = dict(_object(raw, "error"))
             error.setdefault("code", SERVICE_UNAVAILABLE[0])
-            error.setdefault("status", 503)
+            error["status"] = int(_number(error, "status", "error.status", 503))
+            if not 400 <= error["status"] <= 599:
+                raise ValueError("error.status: must be an HTTP error status (400..599)")
             error.setdefault("message", _DEFAULT_MESSAGES.get(error["code"], "Injected fault."))
+            error["probability"] = _number(error, "probability", "error.probability", 1.0)
             rule.error = error
-            rule.error_left = int(error["count"]) if "count" in error else None
-        rule.latency = float(raw.get("latency", 0.0))
+            rule.error_left = int(_number(error, "count", "error.count")) if "count" in error else None
+        rule.latency = _number(raw, "latency", "latency", 0.0)
         if "drop" in raw:
-            drop = raw["drop"]
-            rule.drop_left = int(drop["count"]) if "count" in drop else None
-            rule.drop_probability = float(drop.get("probability", 1.0 if "count" not in drop else 0.0))
+            drop = _object(raw, "drop")
+            rule.drop_left = int(_number(drop, "count", "drop.count")) if "count" in drop else None
+            rule.drop_probability = _number(drop, "probability", "drop.probability",
+                                            1.0 if "count" not in drop else 0.0)
         return rule
+
+
+def _object(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw[name]
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: must be a JSON object, got {value!r}")
+    return value
+
+
+def _number(raw: dict[str, Any], key: str, name: str, default: float = 0.0, *, required: bool = False) -> float:
+    if key not in raw:
+        if required:
+            raise ValueError(f"{name}: missing")
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name}: must be a non-negative number, got {value!r}")
+    return float(value)
 
 
 class DropConnection(Exception):
@@ -139,9 +165,9 @@ class FaultInjector:
                         rule.error_left -= 1
                         fire = True
                 else:
-                    fire = self._rng.random() < float(rule.error.get("probability", 1.0))
+                    fire = self._rng.random() < rule.error["probability"]
                 if fire:
-                    raise ApiError(int(rule.error["status"]), rule.error["code"], rule.error["message"])
+                    raise ApiError(rule.error["status"], str(rule.error["code"]), str(rule.error["message"]))
             return rule.latency
 
     def count(self, action: str, outcome: str) -> None:

@@ -8,6 +8,7 @@ vswitch-cidr-block) do not exist, as on real classic instances.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -45,10 +46,12 @@ def _tree(state: CloudState, inst: Instance) -> dict[str, Any]:
             "vpc-cidr-block": vpc.cidr,
             "vswitch-cidr-block": vsw.cidr,
         })
-        gateway = vsw.cidr.rsplit(".", 1)[0] + ".253"
+        net = ipaddress.ip_network(vsw.cidr)
+        # The vSwitch gateway is the third address from the top (x.x.x.253 in a /24).
+        gateway = str(net.broadcast_address - 2)
         meta["network"] = {"interfaces": {"macs": {inst.mac: {
             "network-interface-id": inst.instance_id.replace("i-", "eni-"),
-            "netmask": "255.255.255.0",
+            "netmask": str(net.netmask),
             "vswitch-cidr-block": vsw.cidr,
             "vpc-cidr-block": vpc.cidr,
             "private-ipv4s": json.dumps([inst.private_ip]),
@@ -92,6 +95,10 @@ def answer(state: CloudState, inst: Instance, path: str) -> Answer:
         return _NOT_FOUND
     if path.rstrip("/") == "dynamic/instance-identity/document":
         return 200, "application/json", _identity_document(inst)
+    if path.rstrip("/") == "dynamic":
+        return 200, _TEXT, "instance-identity/"
+    if path.rstrip("/") == "dynamic/instance-identity":
+        return 200, _TEXT, "document"
     if not path.startswith("meta-data"):
         return _NOT_FOUND
     parts = [p for p in path[len("meta-data"):].split("/") if p]

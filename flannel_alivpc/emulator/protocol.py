@@ -43,8 +43,10 @@ class Params:
             value = int(raw)
         except ValueError:
             raise invalid_parameter(name, f"{raw!r} is not an integer.") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise invalid_parameter(name, f"{value} is outside {low}..{high}.")
+        if low is not None and value < low:
+            raise invalid_parameter(name, f"{value} is below {low}.")
+        if high is not None and value > high:
+            raise invalid_parameter(name, f"{value} is above {high}.")
         return value
 
     def boolean(self, name: str, default: bool = False) -> bool:
@@ -114,7 +116,9 @@ def action(version: str, name: str, *, mutating: bool = False) -> Callable[[Hand
     return register
 
 
-def page(params: Params, items: Sequence[Any], *, default_size: int = 10, max_size: int = 50) -> tuple[list[Any], dict[str, int]]:
+def page(
+    params: Params, items: Sequence[Any], *, default_size: int = 10, max_size: int = 50
+) -> tuple[list[Any], dict[str, int]]:
     """PageNumber/PageSize pagination: the slice and the envelope fields."""
     number = params.integer("PageNumber", 1, low=1)
     size = params.integer("PageSize", default_size, low=1, high=max_size)

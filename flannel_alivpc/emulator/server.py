@@ -8,6 +8,11 @@ Paths:
 * ``/meta/<instance-id>/latest/...``  metadata of one named instance.
 * ``/_emulator/...``           admin API (topology, faults, counters, state).
 
+Metadata hardened mode: ``PUT .../latest/api/token`` with the header
+``X-aliyun-ecs-metadata-token-ttl-seconds`` (1..21600) returns a token; a
+request that sends ``X-aliyun-ecs-metadata-token`` must send a live one (else
+401), and requests without a token are answered as in normal mode.
+
 The gateway checks, in order: injected faults, parameters, the access key
 (and STS token), the timestamp, the signature, the nonce; then runs the action
 under the state lock.
@@ -16,8 +21,10 @@ under the state lock.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -28,11 +35,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-# Importing the product modules registers their actions.
-from flannel_alivpc.emulator import ecs_api, slb_api, vpc_api  # noqa: F401
-from flannel_alivpc.emulator import admin
+# Importing the product modules (ecs_api, slb_api, vpc_api) registers their actions.
+from flannel_alivpc.emulator import admin, ecs_api, slb_api, vpc_api  # noqa: F401
 from flannel_alivpc.emulator import metadata as metadata_service
-from flannel_alivpc.emulator.errors import ApiError, missing_parameter
+from flannel_alivpc.emulator.errors import INTERNAL_ERROR, ApiError, missing_parameter
 from flannel_alivpc.emulator.faults import DropConnection, FaultInjector
 from flannel_alivpc.emulator.protocol import (
     ACTIONS,
@@ -48,9 +54,13 @@ from flannel_alivpc.emulator.signature import signature_matches, string_to_sign
 from flannel_alivpc.emulator.state import CloudState, Instance, Settings
 
 log = logging.getLogger(__name__)
+_QUERY_IN_LOG = re.compile(r"\?\S*")
 
+METADATA_TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
+METADATA_TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
 PRODUCT_HOSTS = {VPC_VERSION: "vpc.aliyuncs.com", ECS_VERSION: "ecs.aliyuncs.com", SLB_VERSION: "slb.aliyuncs.com"}
 _NONCE_MEMORY = 100_000
+_POLL_INTERVAL = 0.02
 
 
 @dataclass
@@ -83,6 +93,7 @@ class Emulator:
         self.access_key_secret = access_key_secret
         self._nonces: OrderedDict[str, float] = OrderedDict()
         self._nonce_lock = threading.Lock()
+        self._metadata_tokens: dict[str, float] = {}
         if state_file:
             self.state.state_file = state_file
             try:
@@ -90,6 +101,9 @@ class Emulator:
                     self.state.load_json(json.load(handle), EXTENSION_TYPES)
             except FileNotFoundError:
                 pass
+            if settings is not None:
+                # Settings given by the caller (the command-line flags) win over saved ones.
+                self.state.settings = settings
         self.state.add_access_key(access_key_id, access_key_secret)
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
@@ -106,12 +120,13 @@ class Emulator:
         return f"http://{host}:{port}"
 
     def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="emulator", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        # A short poll interval keeps stop() quick (the default would make it take 0.5 s).
+        self._server.serve_forever(poll_interval=_POLL_INTERVAL)
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -165,14 +180,23 @@ class Emulator:
             if action in MUTATING:
                 self.state.save()
         except ApiError as error:
-            self.faults.count(action or "?", error.code)
-            return error.status, {
-                "RequestId": request_id, "HostId": host, "Code": error.code, "Message": error.message,
-                "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product="
-                             f"{host.split('.')[0].capitalize()}&requestId={request_id}",
-            }
+            return self._error_answer(action, host, request_id, error)
+        except DropConnection:
+            raise
+        except Exception:
+            # A bug in the emulator must not look like a network failure to the client.
+            log.exception("emulator failure in %s", action)
+            return self._error_answer(action, host, request_id, ApiError(500, *INTERNAL_ERROR))
         self.faults.count(action, "Success")
         return 200, {"RequestId": request_id, **body}
+
+    def _error_answer(self, action: str, host: str, request_id: str, error: ApiError) -> tuple[int, dict[str, Any]]:
+        self.faults.count(action or "?", error.code)
+        return error.status, {
+            "RequestId": request_id, "HostId": host, "Code": error.code, "Message": error.message,
+            "Recommend": f"https://api.aliyun.com/troubleshoot?q={error.code}&product="
+                         f"{host.split('.')[0].capitalize()}&requestId={request_id}",
+        }
 
     def _authenticate(self, method: str, params: dict[str, str]) -> None:
         key_id = params.get("AccessKeyId", "")
@@ -193,10 +217,13 @@ class Emulator:
             if key.expires_at is not None and self.state.clock() >= key.expires_at:
                 raise ApiError(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
         stamp = params.get("Timestamp", "")
+        if not stamp:
+            raise missing_parameter("Timestamp")
         try:
             sent = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
         except ValueError:
-            raise ApiError(400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.") from None
+            raise ApiError(400, "InvalidTimeStamp.Format",
+                           "Specified time stamp or date value is not well formatted.") from None
         if abs(self.state.clock() - sent) > self.state.settings.timestamp_skew:
             raise ApiError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
         if not signature_matches(method, params, key.secret):
@@ -206,6 +233,8 @@ class Emulator:
                            "Specified signature is not matched with our calculation. server string to sign is:"
                            + string_to_sign(method, params))
         nonce = params.get("SignatureNonce", "")
+        if not nonce:
+            raise missing_parameter("SignatureNonce")
         with self._nonce_lock:
             if nonce in self._nonces:
                 raise ApiError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
@@ -214,6 +243,19 @@ class Emulator:
                 self._nonces.popitem(last=False)
 
     # -- metadata --------------------------------------------------------------
+
+    def issue_metadata_token(self, ttl: int) -> str:
+        """A hardened-mode metadata token valid for ``ttl`` seconds."""
+        token = uuid.uuid4().hex
+        with self._nonce_lock:
+            now = self.state.clock()
+            self._metadata_tokens = {t: exp for t, exp in self._metadata_tokens.items() if exp > now}
+            self._metadata_tokens[token] = now + ttl
+        return token
+
+    def metadata_token_valid(self, token: str) -> bool:
+        with self._nonce_lock:
+            return self._metadata_tokens.get(token, 0.0) > self.state.clock()
 
     def handle_metadata(self, instance: Instance | None, path: str) -> tuple[int, str, str]:
         if instance is None:
@@ -226,8 +268,11 @@ def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "flannel-alivpc-emulator"
+        # Headers and body go out in two writes; without TCP_NODELAY every keep-alive
+        # answer waits for the client's delayed ACK (about 40 ms on Linux).
+        disable_nagle_algorithm = True
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
 
         def _body(self) -> bytes:
@@ -253,7 +298,7 @@ def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 status, answer = admin.handle(emulator, method, path, body)
                 self._send_json(status, answer)
                 return
-            if path.startswith("/latest/") or path.startswith("/meta/"):
+            if path.startswith(("/latest/", "/meta/")) or path == "/latest":
                 self._metadata(method, path)
                 return
             if path != "/":
@@ -267,10 +312,8 @@ def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             except DropConnection:
                 emulator.faults.count(params.get("Action", "?"), "Dropped")
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 return
             self._send_json(status, answer)
 
@@ -290,7 +333,15 @@ def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 if method != "PUT" or self.headers.get("X-Forwarded-For"):
                     self._send(403, "text/plain", b"forbidden\n")
                     return
-                self._send(200, "text/plain", uuid.uuid4().hex.encode())
+                ttl = self.headers.get(METADATA_TTL_HEADER, "")
+                if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                    self._send(400, "text/plain", f"{METADATA_TTL_HEADER} must be 1..21600\n".encode())
+                    return
+                self._send(200, "text/plain", emulator.issue_metadata_token(int(ttl)).encode())
+                return
+            token = self.headers.get(METADATA_TOKEN_HEADER)
+            if token is not None and not emulator.metadata_token_valid(token):
+                self._send(401, "text/plain", b"invalid or expired metadata token\n")
                 return
             status, content_type, text = emulator.handle_metadata(instance, sub)
             self._send(status, content_type, text.encode())

@@ -44,6 +44,29 @@ SERVICE_CIDR = ipaddress.ip_network("100.64.0.0/10")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
+class UnknownResource(LookupError):
+    """A referenced resource does not exist (the admin API answers 404)."""
+
+
+def _network(name: str, value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``value`` parsed as a network; errors name the field ``name``."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected a CIDR string, got {value!r}")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _address(name: str, value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected an IP address string, got {value!r}")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-emu" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(14))
 
@@ -251,7 +274,7 @@ class CloudState:
         with self.lock:
             now = self.clock()
             region = region or self.settings.region
-            ipaddress.ip_network(cidr)
+            cidr = str(_network("cidr", cidr))
             vpc = Vpc(vpc_id=new_id("vpc"), region=region, cidr=cidr, name=name,
                       vrouter_id=new_id("vrt"), created=now)
             self.vpcs[vpc.vpc_id] = vpc
@@ -262,7 +285,7 @@ class CloudState:
 
     def create_route_table(self, *, vpc_id: str, name: str = "") -> RouteTable:
         with self.lock:
-            vpc = self.vpcs[vpc_id]
+            vpc = self._vpc(vpc_id)
             table = self._new_table(vpc, "Custom", name=name)
             self._add_system_entry(table, str(SERVICE_CIDR), "service")
             for vsw in self.vswitches.values():
@@ -274,14 +297,21 @@ class CloudState:
         self, *, vpc_id: str, cidr: str, zone: str = "", route_table_id: str = "", name: str = ""
     ) -> VSwitch:
         with self.lock:
-            vpc = self.vpcs[vpc_id]
-            net = ipaddress.ip_network(cidr)
-            if not net.subnet_of(ipaddress.ip_network(vpc.cidr)):  # type: ignore[arg-type]
-                raise ValueError(f"vSwitch CIDR {cidr} is not inside VPC CIDR {vpc.cidr}")
+            vpc = self._vpc(vpc_id)
+            net = _network("cidr", cidr)
+            vpc_net = ipaddress.ip_network(vpc.cidr)
+            if net.version != vpc_net.version or not net.subnet_of(vpc_net):  # type: ignore[arg-type]
+                raise ValueError(f"cidr: vSwitch CIDR {cidr} is not inside VPC CIDR {vpc.cidr}")
+            for other in self.vswitches.values():
+                if other.vpc_id == vpc_id and net.overlaps(ipaddress.ip_network(other.cidr)):
+                    raise ValueError(f"cidr: {cidr} overlaps vSwitch {other.vswitch_id} ({other.cidr})")
             system_table = self.system_table(vpc_id)
             table_id = route_table_id or system_table.table_id
-            if table_id not in self.route_tables:
-                raise KeyError(table_id)
+            table = self.route_tables.get(table_id)
+            if table is None:
+                raise UnknownResource(f"route_table_id: no route table {table_id!r}")
+            if table.vpc_id != vpc_id:
+                raise ValueError(f"route_table_id: route table {table_id} belongs to another VPC")
             vsw = VSwitch(vswitch_id=new_id("vsw"), vpc_id=vpc_id, region=vpc.region,
                           zone=zone or f"{vpc.region}-g", cidr=str(net), route_table_id=table_id,
                           created=self.clock(), name=name)
@@ -305,7 +335,7 @@ class CloudState:
     ) -> Instance:
         with self.lock:
             if network_type not in ("vpc", "classic"):
-                raise ValueError("network_type must be vpc or classic")
+                raise ValueError("network_type: must be vpc or classic")
             vpc_id = zone = ""
             region = region or self.settings.region
             if network_type == "vpc":
@@ -314,20 +344,23 @@ class CloudState:
                     if not candidates:
                         raise ValueError("no vSwitch to put a VPC instance in; create a VPC first")
                     vswitch_id = candidates[0].vswitch_id
-                vsw = self.vswitches[vswitch_id]
+                vsw = self.vswitches.get(vswitch_id)
+                if vsw is None:
+                    raise UnknownResource(f"vswitch_id: no vSwitch {vswitch_id!r}")
                 vpc_id, zone, region = vsw.vpc_id, vsw.zone, vsw.region
                 private_ip = private_ip or self._free_ip(ipaddress.ip_network(vsw.cidr))
-                if ipaddress.ip_address(private_ip) not in ipaddress.ip_network(vsw.cidr):
-                    raise ValueError(f"private IP {private_ip} is not in vSwitch CIDR {vsw.cidr}")
+                if _address("private_ip", private_ip) not in ipaddress.ip_network(vsw.cidr):
+                    raise ValueError(f"private_ip: {private_ip} is not in vSwitch CIDR {vsw.cidr}")
             else:
                 vswitch_id = ""
                 zone = f"{region}-b"
                 private_ip = private_ip or self._free_ip(ipaddress.ip_network("10.0.0.0/8"))
+                _address("private_ip", private_ip)
             if any(i.private_ip == private_ip for i in self.instances.values()):
-                raise ValueError(f"private IP {private_ip} is already used by another instance")
+                raise ValueError(f"private_ip: {private_ip} is already used by another instance")
             self._mac_counter += 1
-            mac = "00:16:3e:%02x:%02x:%02x" % (
-                (self._mac_counter >> 16) & 0xFF, (self._mac_counter >> 8) & 0xFF, self._mac_counter & 0xFF)
+            c = self._mac_counter
+            mac = f"00:16:3e:{(c >> 16) & 0xFF:02x}:{(c >> 8) & 0xFF:02x}:{c & 0xFF:02x}"
             inst = Instance(instance_id=new_id("i"), region=region, zone=zone, hostname=hostname,
                             private_ip=private_ip, network_type=network_type, vpc_id=vpc_id,
                             vswitch_id=vswitch_id, mac=mac, created=self.clock(), ram_role=ram_role,
@@ -335,11 +368,34 @@ class CloudState:
             self.instances[inst.instance_id] = inst
             return inst
 
+    def _vpc(self, vpc_id: str) -> Vpc:
+        vpc = self.vpcs.get(vpc_id)
+        if vpc is None:
+            raise UnknownResource(f"vpc_id: no VPC {vpc_id!r}")
+        return vpc
+
     def system_table(self, vpc_id: str) -> RouteTable:
         for table in self.route_tables.values():
             if table.vpc_id == vpc_id and table.table_type == "System":
                 return table
         raise KeyError(vpc_id)
+
+    def add_custom_entry(self, table_id: str, destination: str, next_hop_type: str, next_hop_id: str,
+                         name: str = "") -> RouteEntry:
+        """An Available Custom entry put straight into a table, bypassing the API's rules.
+
+        For seeding what users or other tools created (NAT default routes, VPN
+        routes, leftovers) in tests, the demo and the admin API.
+        """
+        with self.lock:
+            table = self.route_tables[table_id]
+            now = self.clock()
+            entry = RouteEntry(entry_id=new_id("rte"), table_id=table_id,
+                               destination=str(ipaddress.ip_network(destination)), entry_type="Custom",
+                               next_hop_type=next_hop_type, next_hop_id=next_hop_id, created=now, ready_at=now,
+                               name=name)
+            table.entries[entry.entry_id] = entry
+            return entry
 
     def instance_by_ip(self, ip: str) -> Instance | None:
         for inst in self.instances.values():
@@ -380,8 +436,8 @@ class CloudState:
                 for key in data["access_keys"].values():
                     key["secret"] = "***"
                     key["security_token"] = "***" if key["security_token"] else ""
-            for table_json, table in zip(data["route_tables"].values(), self.route_tables.values()):
-                for entry_json, entry in zip(table_json["entries"].values(), table.entries.values()):
+            for table_json, table in zip(data["route_tables"].values(), self.route_tables.values(), strict=True):
+                for entry_json, entry in zip(table_json["entries"].values(), table.entries.values(), strict=True):
                     entry_json["status"] = entry.status(now)
             data["extensions"] = {
                 kind: {k: dataclasses.asdict(v) for k, v in items.items()}
@@ -407,15 +463,21 @@ class CloudState:
                 if kind in extension_types:
                     cls = extension_types[kind]
                     self.extensions[kind] = {k: cls.from_json(v) for k, v in items.items()}
-            self._mac_counter = len(self.instances)
+            # Continue after the highest MAC handed out, so a released instance's
+            # successor never repeats a MAC that is still in use.
+            self._mac_counter = max((int(i.mac.replace(":", "")[6:], 16) for i in self.instances.values()),
+                                    default=0)
 
     def save(self) -> None:
         """Write the state file atomically (when one was given)."""
         if not self.state_file:
             return
-        payload = json.dumps(self.to_json(include_secrets=True), indent=1, sort_keys=True)
-        directory = os.path.dirname(os.path.abspath(self.state_file))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".emulator-state-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload)
-        os.replace(tmp, self.state_file)
+        # Under the lock, so that a slower writer never replaces a newer snapshot.
+        with self.lock:
+            # Not sort_keys: maps keep their creation order, which listings and defaults follow.
+            payload = json.dumps(self.to_json(include_secrets=True), indent=1)
+            directory = os.path.dirname(os.path.abspath(self.state_file))
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".emulator-state-")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+            os.replace(tmp, self.state_file)

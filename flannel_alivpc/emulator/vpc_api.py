@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from flannel_alivpc.emulator.errors import ApiError, invalid_parameter
+from flannel_alivpc.emulator.errors import ApiError, invalid_parameter, missing_parameter
 from flannel_alivpc.emulator.protocol import (
     ECS_VERSION,
     VPC_VERSION,
@@ -211,6 +211,9 @@ def describe_vswitches(call: Call) -> dict[str, Any]:
     p = call.params
     if p.get("VpcId") and p.get("VpcId") not in call.state.vpcs:
         raise ApiError(400, "Forbidden.VpcNotFound", "Specified VPC can not found.")
+    wanted = call.state.vswitches.get(p.get("VSwitchId"))
+    if p.get("VSwitchId") and (wanted is None or wanted.region != p.region):
+        raise ApiError(404, "InvalidVSwitchId.NotFound", "VSwitch not exist.")
     vswitches = [
         v for v in call.state.vswitches.values()
         if v.region == p.region
@@ -314,9 +317,12 @@ def describe_route_entry_list(call: Call) -> dict[str, Any]:
 
 def describe_regions(call: Call) -> dict[str, Any]:
     host = "vpc" if call.version == VPC_VERSION else "ecs"
+    regions = dict(KNOWN_REGIONS)
+    # A made-up region the emulator was started with (--region) exists too.
+    regions.setdefault(call.state.settings.region, call.state.settings.region)
     return {"Regions": {"Region": [
         {"RegionId": rid, "LocalName": name, "RegionEndpoint": f"{host}.{rid}.aliyuncs.com", "Status": "available"}
-        for rid, name in KNOWN_REGIONS.items()
+        for rid, name in regions.items()
     ]}}
 
 
@@ -349,8 +355,7 @@ def create_route_entry(call: Call) -> dict[str, Any]:
 def _batch_items(p: Params) -> list[dict[str, str]]:
     items = p.repeat_list("RouteEntries")
     if not items:
-        raise ApiError(400, "MissingParameter",
-                       'The input parameter "RouteEntries" that is mandatory for processing this request is not supplied.')
+        raise missing_parameter("RouteEntries")
     if len(items) > BATCH_LIMIT:
         raise invalid_parameter("RouteEntries", f"At most {BATCH_LIMIT} entries per call.")
     return items
