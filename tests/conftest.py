@@ -41,7 +41,7 @@ def topology(emulator: Emulator) -> Topology:
 
 # -- a real etcd server ------------------------------------------------------------
 
-from tests.etcd_server import EtcdServer, find_etcd_binary  # noqa: E402
+from flannel_alivpc.testbed.etcd_server import EtcdServer, find_etcd_binary  # noqa: E402
 
 
 @pytest.fixture

@@ -262,10 +262,12 @@ class LocalCluster:
         return expected
 
     def converged(self) -> bool:
-        """Every lease has its Available entry, and no other instance entry lies inside the Network."""
+        """Every running node has a lease, every lease its Available entry, and no other
+        instance entry lies inside the Network."""
         network = ipaddress.ip_network(json.loads(self.network_config or "{}").get("Network", "0.0.0.0/0"))
         routes = {dest: hop for dest, hop in self.instance_routes().items()
                   if ipaddress.ip_network(dest).subnet_of(network)}  # type: ignore[arg-type]
         expected = self.expected_routes()
-        return bool(expected) and routes == expected and all(
+        running = {n.instance_id for n in self.nodes if n.running}
+        return bool(expected) and running <= set(expected.values()) and routes == expected and all(
             status == "Available" for (_, _, status) in self.table_entries().values())
