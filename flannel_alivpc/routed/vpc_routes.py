@@ -65,6 +65,7 @@ class TableReport:
     created: int = 0
     deleted: int = 0
     failures: list[str] = field(default_factory=list)
+    over_quota: list[str] = field(default_factory=list)
     quota_error: str = ""
 
 
@@ -131,6 +132,7 @@ class TableWriter:
                     log.info("%s: keeping %d entries whose leases are unknown or malformed: %s", self.table_id,
                              len(plan.kept_for_unknown), ", ".join(e.destination for e in plan.kept_for_unknown))
                 # Changes the API refused (e.g. the quota is reached) are tried again later.
+                self._report_quota(report, actual)
                 return REFUSED_RETRY if refused else None
             if batch:
                 self._observe_settled(actual, batch)
@@ -173,20 +175,27 @@ class TableWriter:
 
     def _record_failures(self, result: BatchResult, report: TableReport) -> None:
         for failure in result.failures:
-            text = f"{failure.destination}: {failure.code} {failure.message}"
-            report.failures.append(text)
+            report.failures.append(f"{failure.destination}: {failure.code} {failure.message}")
             if failure.code.startswith("QuotaExceeded"):
-                report.quota_error = (
-                    f"route table {self.table_id} is full: its custom-entry quota is reached, so "
-                    f"{failure.destination} cannot be added; raise the quota in the VPC console or "
-                    f"use a larger SubnetLen so fewer nodes need entries")
-                log.error("%s", report.quota_error)
+                report.over_quota.append(failure.destination)
             elif "DUPLICATE" in failure.code.upper():
                 log.info("%s: %s already present (another writer?); re-reading the table",
                          self.table_id, failure.destination)
             else:
                 log.warning("%s: change for %s refused: %s %s", self.table_id, failure.destination,
                             failure.code, failure.message)
+
+    def _report_quota(self, report: TableReport, actual: Mapping[str, RouteEntry]) -> None:
+        """One clear error per pass when the table is full, naming the table and the counts."""
+        if not report.over_quota:
+            return
+        custom = sum(1 for e in actual.values() if e.entry_type == "Custom")
+        shown = ", ".join(report.over_quota[:5]) + (", ..." if len(report.over_quota) > 5 else "")
+        report.quota_error = (
+            f"route table {self.table_id} is full: it holds {custom} custom entries and the quota is reached, "
+            f"so {len(report.over_quota)} leases have no route ({shown}); raise the route entry quota of the "
+            f"table, or use a larger SubnetLen so fewer nodes need entries")
+        log.error("%s", report.quota_error)
 
     def _wait_settled(self, destinations: Sequence[str]) -> dict[str, RouteEntry]:
         """Poll the given destinations until none is Pending or Deleting.

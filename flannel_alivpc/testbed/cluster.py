@@ -43,6 +43,7 @@ class Node:
     workdir: Path
     healthz_port: int = 0
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -171,7 +172,8 @@ class LocalCluster:
     def start_node(self, node: Node) -> None:
         with open(node.log_path, "ab") as log:
             node.process = subprocess.Popen(self.daemon_args(node), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=self.node_env(), start_new_session=True)
+                                            stdin=subprocess.DEVNULL, env={**self.node_env(), **node.env},
+                                            start_new_session=True)
 
     def start_all(self) -> None:
         for node in self.nodes:

@@ -275,3 +275,46 @@ def test_routes_command_reports_drift_with_exit_code(cluster: LocalCluster) -> N
     states = {r["destination"]: r["state"] for r in report[0]["routes"]}
     assert states[victim.destination] == "missing"
     assert cluster.secret not in result.stdout + result.stderr
+
+
+def test_revoked_own_lease_ends_the_daemon_clearly(cluster: LocalCluster) -> None:
+    cluster.start(instances=2)
+    cluster.start_all()
+    _converge(cluster)
+    victim = cluster.nodes[0]
+    cluster.release_lease(victim)
+    assert cluster.wait_until(lambda: not victim.running, 15), victim.log()
+    assert victim.process is not None and victim.process.returncode == 1
+    assert "Lease has been revoked. Shutting down daemon." in victim.log()
+    assert cluster.nodes[1].running
+
+
+def test_every_route_table_of_the_vpc_is_kept_in_line(cluster: LocalCluster) -> None:
+    topo = cluster.start(instances=2)
+    state = cluster.emulator.state
+    custom = state.create_route_table(vpc_id=topo.vpc_id, name="zone-b")
+    state.create_vswitch(vpc_id=topo.vpc_id, cidr="192.168.16.0/20", route_table_id=custom.table_id)
+    cluster.start_all()
+    _converge(cluster)
+
+    def custom_table_matches() -> bool:
+        entries = cluster.table_entries(custom.table_id)
+        routes = {d: hop for d, (kind, hop, status) in entries.items() if kind == "Instance" and status == "Available"}
+        return routes == cluster.expected_routes()
+
+    assert cluster.wait_until(custom_table_matches, CONVERGE), _diagnose(cluster)
+
+
+def test_wrong_credentials_are_refused_with_a_clear_error(cluster: LocalCluster) -> None:
+    cluster.start(instances=1)
+    node = cluster.nodes[0]
+    node.env = {"ACCESS_KEY_SECRET": "not-the-secret-xyz"}
+    cluster.start_node(node)
+    assert cluster.wait_until(lambda: not node.running, 20), node.log()
+    log = node.log()
+    assert node.process is not None and node.process.returncode == 2, log
+    assert "AccessKeySecret" in log or "secret" in log.lower(), log
+    assert "not-the-secret-xyz" not in log
+    # Nothing was taken: no lease, no route.
+    assert cluster.lease_key_of(node) is None
+    assert cluster.table_entries() == {}
