@@ -72,7 +72,7 @@ def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_windo
         creates_before = _calls(cluster, "CreateRouteEntries")
         with cluster.etcd_client() as etcd:
             started = time.monotonic()
-            for inst, subnet in zip(extra, subnets):
+            for inst, subnet in zip(extra, subnets, strict=False):
                 attrs = LeaseAttrs(public_ip=IPv4Address(inst.private_ip), backend_type="ali-vpc",
                                    backend_data={"InstanceId": inst.instance_id, "NetworkType": "vpc",
                                                  "VpcId": topo.vpc_id})
