@@ -74,6 +74,15 @@ class Topology:
     instance_ids: list[str] = field(default_factory=list)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-request (timeouts, injected drops) are routine here: log, don't print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended abruptly", client_address, exc_info=True)
+
+
 class Emulator:
     """One emulated cloud served over HTTP on loopback."""
 
@@ -105,7 +114,7 @@ class Emulator:
                 # Settings given by the caller (the command-line flags) win over saved ones.
                 self.state.settings = settings
         self.state.add_access_key(access_key_id, access_key_secret)
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server = _QuietServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
