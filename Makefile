@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo lint install
+.PHONY: test demo lint install manifests
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,11 @@ test: lint
 
 demo: $(VENV)/.installed
 	env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY $(BIN)/flannel-alivpc demo
+
+# manifests/ (and the RAM policy, derived from the API calls in the code) from flannel_alivpc.installer.manifests
+manifests: $(VENV)/.installed
+	$(BIN)/python -m flannel_alivpc.installer.manifests manifests
+
+# the Dockerfile's pinned dependencies: the versions installed in $(VENV)
+requirements.lock: setup.cfg $(VENV)/.installed
+	$(BIN)/python tools/lock_requirements.py > $@

@@ -13,7 +13,9 @@ from types import FrameType
 
 from flannel_alivpc import __version__
 from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.installer import add_parser as _add_install_parser
 from flannel_alivpc.routed.config import add_connection_flags, add_daemon_flags, apply_env_defaults
+from flannel_alivpc.slb.cli import add_parser as _add_slb_parser
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -135,6 +137,10 @@ def _add_inspect_parsers(
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.dataplane:
+        from flannel_alivpc.testbed.dataplane_demo import run_dataplane_demo
+
+        return run_dataplane_demo(nodes=args.nodes, keep=args.keep)
     from flannel_alivpc.testbed.demo import run_demo
 
     return run_demo(nodes=args.nodes, route_delay=args.route_delay, keep=args.keep)
@@ -149,6 +155,9 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--route-delay", type=float, default=1.0,
                       help="seconds a route entry stays Pending in the emulator (default 1)")
     demo.add_argument("--keep", action="store_true", help="leave everything running and print how to inspect it")
+    demo.add_argument("--dataplane", action="store_true",
+                      help="(root) real packets: a mixed VPC/classic cluster in network namespaces, TCP between "
+                           "pods through the route table and VXLAN")
     demo.set_defaults(func=_run_demo)
 
 
@@ -164,6 +173,8 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_emulator_parser(subparsers)
     _add_demo_parser(subparsers)
+    _add_install_parser(subparsers)
+    _add_slb_parser(subparsers)
     inspectors = _add_inspect_parsers(subparsers)
     for sub in (parser, *inspectors):
         apply_env_defaults(sub, os.environ if env is None else env)

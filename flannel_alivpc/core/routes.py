@@ -34,22 +34,26 @@ class DesiredRoute:
     instance_id: str
 
 
-def desired_routes(leases: Iterable[Lease], *, vpc_id: str) -> dict[IPv4Network, DesiredRoute]:
-    """One route per ali-vpc lease of an instance in ``vpc_id``.
+def served_by_vpc_table(lease: Lease, vpc_id: str) -> bool:
+    """True when ``vpc_id``'s route tables carry the lease's subnet: an ali-vpc lease of an instance in it.
 
     Leases of other backends (stock flanneld vxlan nodes), of classic-network
-    nodes and of instances in other VPCs need no entry in this VPC's tables.
+    nodes and of instances in other VPCs get no entry there (VXLAN reaches them).
     """
+    if not lease.attrs.instance_id:
+        return False
+    network_type = str(lease.attrs.backend_field("NetworkType") or "vpc")
+    lease_vpc = lease.attrs.backend_field("VpcId")
+    return network_type == "vpc" and not (lease_vpc and lease_vpc != vpc_id)
+
+
+def desired_routes(leases: Iterable[Lease], *, vpc_id: str) -> dict[IPv4Network, DesiredRoute]:
+    """One route per lease ``served_by_vpc_table``."""
     routes: dict[IPv4Network, DesiredRoute] = {}
     for lease in leases:
         instance_id = lease.attrs.instance_id
-        if not instance_id:
-            continue
-        network_type = str(lease.attrs.backend_field("NetworkType") or "vpc")
-        lease_vpc = lease.attrs.backend_field("VpcId")
-        if network_type != "vpc" or (lease_vpc and lease_vpc != vpc_id):
-            continue
-        routes[lease.subnet] = DesiredRoute(lease.subnet, instance_id)
+        if instance_id and served_by_vpc_table(lease, vpc_id):
+            routes[lease.subnet] = DesiredRoute(lease.subnet, instance_id)
     return routes
 
 

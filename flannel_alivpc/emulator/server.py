@@ -117,6 +117,7 @@ class Emulator:
         self._server = _QuietServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._listeners: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
 
     @property
     def address(self) -> tuple[str, int]:
@@ -138,9 +139,32 @@ class Emulator:
         self._server.serve_forever(poll_interval=_POLL_INTERVAL)
 
     def stop(self) -> None:
+        for server, _ in self._listeners:
+            server.shutdown()
+            server.server_close()
+        self._listeners.clear()
         self._server.shutdown()
         self._server.server_close()
         self.state.save()
+
+    def add_listener(self, sock: socket.socket) -> tuple[str, int]:
+        """Serve everything also on ``sock``, a bound TCP socket; returns its address.
+
+        The socket may come from another network namespace (the data-plane test
+        bed makes one inside its router namespace): callers there reach the same
+        emulator, and metadata requests are answered by their source address.
+        """
+        server = _QuietServer(sock.getsockname()[:2], _handler_class(self), bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
+        server.server_address = sock.getsockname()[:2]
+        server.server_activate()
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL},
+                                  name="emulator-listener", daemon=True)
+        thread.start()
+        self._listeners.append((server, thread))
+        host, port = server.server_address[:2]
+        return str(host), int(port)
 
     def __enter__(self) -> Emulator:
         return self.start()

@@ -1,20 +1,39 @@
 """The route daemon's wiring: ``flannel-alivpc --iface eth0``.
 
+The network config's ``Backend.Type`` and the instance's network pick how
+pods are reached (docs/vxlan.md):
+
+* ``ali-vpc`` on a VPC instance: the VPC route tables carry the leases of
+  instances in the VPC; VXLAN (``flannel.<VNI>``, created only when needed)
+  reaches the rest: classic-network nodes, stock flanneld vxlan nodes;
+* ``ali-vpc`` on a classic instance (metadata network-type ``classic``): no
+  route table exists; every peer is reached over VXLAN;
+* ``vxlan``: flanneld's vxlan backend, with no cloud access at all (no
+  metadata, no API).
+
 Start-up order (each step must succeed before the next; nothing in the cloud
 or etcd is written until everything needed to do the job is known, so a
 misconfigured node never leaves a lease without a route):
 
 1. read and validate the network config from etcd (retried until it appears);
 2. pick the external interface and this node's PublicIP;
-3. read the instance identity from the metadata service and discover the
-   route tables to manage (``--route-table-ids`` or every table of the VPC);
-4. acquire (or reuse) the subnet lease, write subnet.env;
-5. follow the leases, campaign for the writer lock of each table, serve
-   /healthz and /metrics, renew the lease until stopped.
+3. ali-vpc only: read the instance identity from the metadata service and
+   discover the route tables to manage (``--route-table-ids`` or every table
+   of the VPC);
+4. choose the VtepMAC (the existing device's, else the one published before,
+   else a new one) and, on the classic network and with ``vxlan``, create the
+   VXLAN device;
+5. acquire (or reuse) the subnet lease, publishing VNI and VtepMAC in its
+   BackendData; put the subnet's address on the device; with --ip-masq
+   install the masquerade rules; write subnet.env;
+6. follow the leases, campaign for the writer lock of each table, run the
+   VXLAN reconcile loop, serve /healthz and /metrics, renew the lease until
+   stopped.
 
 SIGTERM/SIGINT stop cleanly: writer locks are released, the lease is kept
-(as flannel does), routes are left in place. A lease deleted or taken over
-ends the daemon with exit code 1 ("Lease has been revoked").
+(as flannel does), routes and the VXLAN device are left in place. A lease
+deleted or taken over ends the daemon with exit code 1 ("Lease has been
+revoked").
 """
 
 from __future__ import annotations
@@ -31,28 +50,50 @@ from typing import Any
 
 from flannel_alivpc.clients.cloud import Cloud, CloudConfig, build_cloud
 from flannel_alivpc.clients.etcd import EtcdClient
-from flannel_alivpc.clients.netlink import select_interface
+from flannel_alivpc.clients.iptables import Iptables
+from flannel_alivpc.clients.netlink import Interface, Netlink, select_interface
 from flannel_alivpc.core.cloud import InstanceIdentity
 from flannel_alivpc.core.errors import CloudError, ConfigError, EtcdError, FlannelAliVpcError
-from flannel_alivpc.core.network import BACKEND_TYPE, LEASE_TTL, LeaseAttrs, NetworkConfig, render_subnet_env
+from flannel_alivpc.core.network import (
+    BACKEND_TYPE,
+    LEASE_TTL,
+    Lease,
+    LeaseAttrs,
+    NetworkConfig,
+    render_subnet_env,
+)
 from flannel_alivpc.core.reconcile import ReconcileLoop
+from flannel_alivpc.core.routes import served_by_vpc_table
+from flannel_alivpc.core.vxlan import VXLAN_BACKEND_TYPE, VxlanSettings, parse_vxlan_settings, vxlan_backend_data
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.health import HealthServer
 from flannel_alivpc.routed.leases import (
+    EMPTY_SNAPSHOT,
     LeaseLost,
     LeaseManager,
+    LeaseSnapshot,
     LeaseWatcher,
     read_network_config,
     read_previous_subnet,
     write_subnet_env,
 )
+from flannel_alivpc.routed.masq import RESYNC_INTERVAL as MASQ_RESYNC_INTERVAL
+from flannel_alivpc.routed.masq import MasqRules
 from flannel_alivpc.routed.vpc_routes import TableWriter
+from flannel_alivpc.routed.vxlan import VxlanBackend, choose_vtep_mac, previous_vtep_mac
 from flannel_alivpc.routed.writer import TableLeadership, WriterLock
 
 log = logging.getLogger(__name__)
 
 EXIT_LEASE_LOST = 1
 CONFIG_RETRY_INTERVAL = 5.0
+SUPPORTED_BACKENDS = (BACKEND_TYPE, VXLAN_BACKEND_TYPE)
+VXLAN_COALESCE = 0.005
+"""Seconds of quiet before a VXLAN pass: a lease change reaches the kernel within milliseconds."""
+
+MODE_VPC = "vpc"
+MODE_CLASSIC = "classic"
+MODE_VXLAN = "vxlan"
 
 
 def connect_etcd(config: DaemonConfig) -> EtcdClient:
@@ -97,6 +138,11 @@ class RouteDaemon:
         self.watcher: LeaseWatcher | None = None
         self.cloud: Cloud | None = None
         self.network: NetworkConfig | None = None
+        self.mode = ""
+        self.vxlan: VxlanBackend | None = None
+        self.vxlan_loop: ReconcileLoop | None = None
+        self.masq_loop: ReconcileLoop | None = None
+        self._threads: list[threading.Thread] = []
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -113,66 +159,148 @@ class RouteDaemon:
     def run(self) -> int:
         config = self.config
         etcd = connect_etcd(config)
+        netlink = Netlink()
         try:
             network = self._wait_for_network_config(etcd)
             if network is None:
                 return 0
             self.network = network
-            if network.backend_type != BACKEND_TYPE:
-                raise ConfigError(f"network config Backend.Type is {network.backend_type!r}; this daemon serves "
-                                  f'"{BACKEND_TYPE}" (VXLAN support is tracked separately)')
+            if network.backend_type not in SUPPORTED_BACKENDS:
+                raise ConfigError(f"network config Backend.Type is {network.backend_type!r}; flannel-alivpc serves "
+                                  f'"{BACKEND_TYPE}" (VPC route tables, VXLAN where they cannot reach) and '
+                                  f'"{VXLAN_BACKEND_TYPE}" (flanneld-compatible VXLAN only)')
+            settings = parse_vxlan_settings(network)
+            if settings.direct_routing:
+                log.warning("Backend DirectRouting is not supported: every VXLAN peer is reached through %s",
+                            settings.device)
             iface = select_interface(config.iface, config.iface_regex)
             public_ip = ipaddress.IPv4Address(config.public_ip) if config.public_ip else iface.primary_ipv4
             if public_ip is None:
                 raise ConfigError(f"interface {iface.name} has no IPv4 address; pass --public-ip")
             log.info("using interface %s (mtu %d), public IP %s", iface.name, iface.mtu, public_ip)
-            cloud = connect_cloud(config, self.env)
-            self.cloud = cloud
-            identity = cloud.metadata.identity()
-            tables = discover_route_tables(cloud, identity, config.route_table_ids)
-            if identity.network_type != "vpc":
-                log.error("instance %s is on the %s network: there is no VPC route table to program; "
-                          "its pods are unreachable until the VXLAN fallback is available",
-                          identity.instance_id, identity.network_type)
-            backend_data = {"InstanceId": identity.instance_id, "NetworkType": identity.network_type}
-            if identity.vpc_id:
-                backend_data["VpcId"] = identity.vpc_id
-            attrs = LeaseAttrs(public_ip=public_ip, backend_type=BACKEND_TYPE, backend_data=backend_data)
+            identity: InstanceIdentity | None = None
+            tables: list[str] = []
+            if network.backend_type == VXLAN_BACKEND_TYPE:
+                self.mode = MODE_VXLAN
+                log.info("Backend.Type vxlan: flanneld-compatible VXLAN on %s; no cloud access", settings.device)
+            else:
+                cloud = connect_cloud(config, self.env)
+                self.cloud = cloud
+                identity = cloud.metadata.identity()
+                if identity.network_type == "classic":
+                    self.mode = MODE_CLASSIC
+                    log.info("instance %s is on the classic network: there is no VPC route table; every peer is "
+                             "reached over VXLAN (%s)", identity.instance_id, settings.device)
+                elif identity.network_type == "vpc":
+                    self.mode = MODE_VPC
+                    tables = discover_route_tables(cloud, identity, config.route_table_ids)
+                else:
+                    raise ConfigError(f"instance {identity.instance_id} reports network type "
+                                      f"{identity.network_type!r}; expected vpc or classic")
+            previous_mac = previous_vtep_mac(etcd, config.etcd_prefix, public_ip)
+            vtep_mac = choose_vtep_mac(netlink, settings, previous_mac)
+            backend = self._vxlan_backend(netlink, settings, iface, network, identity, vtep_mac)
+            if backend.eager:
+                # Like flannel's RegisterNetwork: the device exists before the lease is published.
+                backend.ensure_device()
+            attrs = self._lease_attrs(public_ip, identity, settings, vtep_mac)
             manager = LeaseManager(etcd, config.etcd_prefix, network, public_ip, lambda: attrs,
                                    read_previous_subnet(config.subnet_file), config.renew_margin_minutes * 60.0)
             lease = manager.acquire()
-            log.info("acquired lease %s (instance %s, expires in %.0fs)", lease.subnet, identity.instance_id,
+            log.info("acquired lease %s (%s, VtepMAC %s, expires in %.0fs)", lease.subnet,
+                     f"instance {identity.instance_id}" if identity else "vxlan", vtep_mac,
                      (lease.expiration or time.time() + LEASE_TTL) - time.time())
+            backend.own_subnet = lease.subnet
+            if backend.eager:
+                backend.ensure_device()
+            masq = None
+            if config.ip_masq:
+                masq = MasqRules(Iptables(), network.network, lease.subnet)
+                masq.ensure()
+            mtu = iface.mtu if self.mode == MODE_VPC else settings.device_mtu(iface.mtu)
             write_subnet_env(config.subnet_file,
-                             render_subnet_env(network, lease.subnet, mtu=iface.mtu, ip_masq=config.ip_masq))
+                             render_subnet_env(network, lease.subnet, mtu=mtu, ip_masq=config.ip_masq))
             self.ready = True
-            return self._serve(etcd, cloud, identity, network, manager, tables)
+            return self._serve(etcd, self.cloud, identity, network, manager, tables, backend, masq)
         except LeaseLost:
             return EXIT_LEASE_LOST
         finally:
             self.stop_event.set()
             if self.watcher is not None:
                 self.watcher.stop()
+            for loop in (self.vxlan_loop, self.masq_loop):
+                if loop is not None:
+                    loop.stop()
+            for thread in self._threads:
+                thread.join(timeout=5)
+            netlink.close()
             etcd.close()
 
-    def _serve(self, etcd: EtcdClient, cloud: Cloud, identity: InstanceIdentity, network: NetworkConfig,
-               manager: LeaseManager, table_ids: list[str]) -> int:
+    def _vxlan_backend(self, netlink: Netlink, settings: VxlanSettings, iface: Interface, network: NetworkConfig,
+                       identity: InstanceIdentity | None, vtep_mac: str) -> VxlanBackend:
+        """The VXLAN data plane for this mode: every peer, or on a VPC node those the route table misses."""
+        if self.mode == MODE_VPC:
+            vpc_id = identity.vpc_id if identity and identity.vpc_id else ""
+
+            def wanted(lease: Lease) -> bool:
+                return not served_by_vpc_table(lease, vpc_id)
+        else:
+            def wanted(lease: Lease) -> bool:
+                return True
+
+        def snapshot() -> LeaseSnapshot:
+            return self.watcher.snapshot() if self.watcher is not None else EMPTY_SNAPSHOT
+
+        backend = VxlanBackend(netlink=netlink, settings=settings, iface=iface, network=network.network,
+                               subnet_len=network.subnet_len, snapshot=snapshot, wanted=wanted, vtep_mac=vtep_mac,
+                               eager=self.mode != MODE_VPC, full_resync=self.config.resync_interval)
+        self.vxlan = backend
+        return backend
+
+    def _lease_attrs(self, public_ip: ipaddress.IPv4Address, identity: InstanceIdentity | None,
+                     settings: VxlanSettings, vtep_mac: str) -> LeaseAttrs:
+        """flannel's vxlan BackendData; on ali-vpc also who we are, so VPC writers can route to us."""
+        vxlan_data = vxlan_backend_data(settings.vni, vtep_mac)
+        if identity is None:
+            return LeaseAttrs(public_ip=public_ip, backend_type=VXLAN_BACKEND_TYPE, backend_data=vxlan_data)
+        backend_data: dict[str, Any] = {"InstanceId": identity.instance_id, "NetworkType": identity.network_type}
+        if identity.vpc_id:
+            backend_data["VpcId"] = identity.vpc_id
+        backend_data.update(vxlan_data)
+        return LeaseAttrs(public_ip=public_ip, backend_type=BACKEND_TYPE, backend_data=backend_data)
+
+    def _start_loop(self, loop: ReconcileLoop, name: str) -> None:
+        thread = threading.Thread(target=loop.run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _serve(self, etcd: EtcdClient, cloud: Cloud | None, identity: InstanceIdentity | None,
+               network: NetworkConfig, manager: LeaseManager, table_ids: list[str], backend: VxlanBackend,
+               masq: MasqRules | None) -> int:
+        self.vxlan_loop = ReconcileLoop(f"vxlan {backend.settings.device}", backend.reconcile,
+                                        resync_interval=self.config.resync_interval, coalesce=VXLAN_COALESCE,
+                                        coalesce_max=0.1)
+
         def on_change() -> None:
             for table in self.tables.values():
                 table.leadership.mark_dirty()
+            if self.vxlan_loop is not None:
+                self.vxlan_loop.mark_dirty()
             manager.wake()
 
         watcher = LeaseWatcher(etcd, self.config.etcd_prefix, on_change)
         self.watcher = watcher
         for table_id in table_ids:
+            assert cloud is not None and identity is not None
             writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id or "", network=network.network,
                                  api=cloud.vpc, snapshot=watcher.snapshot, stop=self.stop_event)
             loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
                                  resync_interval=self.config.resync_interval)
             lock_name = writer_lock_name(self.config.etcd_prefix, table_id)
+            holder = identity.instance_id
 
-            def make_lock(name: str = lock_name) -> WriterLock:
-                return etcd.lock(name, self.config.writer_lock_ttl, holder=identity.instance_id)
+            def make_lock(name: str = lock_name, holder: str = holder) -> WriterLock:
+                return etcd.lock(name, self.config.writer_lock_ttl, holder=holder)
 
             leadership = TableLeadership(table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl,
                                          stop=self.stop_event, make_lock=make_lock)
@@ -180,6 +308,10 @@ class RouteDaemon:
         watcher.start()
         for table in self.tables.values():
             table.leadership.start()
+        self._start_loop(self.vxlan_loop, "vxlan")
+        if masq is not None:
+            self.masq_loop = ReconcileLoop("ip-masq", masq.ensure, resync_interval=MASQ_RESYNC_INTERVAL, jitter=0.1)
+            self._start_loop(self.masq_loop, "ip-masq")
         health = None
         if self.config.healthz_port:
             health = HealthServer(self.config.healthz_ip, self.config.healthz_port, health=self.health,
@@ -217,8 +349,19 @@ class RouteDaemon:
         if self.cloud is not None:
             calls = self.cloud.api.counter.snapshot()
             api_ok = not calls or any(outcome == "success" for (_, outcome) in calls)
-        return healthy, {"status": "ok" if healthy else "unhealthy", "ready": self.ready, "etcd": etcd_ok,
-                         "api": api_ok, "leases": len(snapshot.leases) if snapshot else 0, "tables": tables}
+        vxlan: dict[str, Any] | None = None
+        if self.vxlan is not None and self.vxlan_loop is not None:
+            stats = self.vxlan_loop.stats
+            report = self.vxlan.report
+            vxlan = {"device": report.device, "ifindex": report.ifindex, "vtep_mac": self.vxlan.vtep_mac,
+                     "peers": report.peers, "last_success": stats.last_success,
+                     "consecutive_failures": stats.consecutive_failures, "last_error": stats.last_error,
+                     "unusable": {str(subnet): reason for subnet, reason in report.unusable.items()}}
+            if stats.consecutive_failures >= 3:
+                healthy = False
+        return healthy, {"status": "ok" if healthy else "unhealthy", "ready": self.ready, "mode": self.mode,
+                         "etcd": etcd_ok, "api": api_ok, "leases": len(snapshot.leases) if snapshot else 0,
+                         "tables": tables, "vxlan": vxlan}
 
     def metrics(self) -> dict[str, Any]:
         snapshot = self.watcher.snapshot() if self.watcher else None
@@ -232,8 +375,14 @@ class RouteDaemon:
             tables[table_id] = {"passes": stats.passes, "failures": stats.failures,
                                 "last_duration": stats.last_duration, "writer": table.leadership.is_writer,
                                 "routes": routes}
+        vxlan: dict[str, Any] = {}
+        if self.vxlan is not None and self.vxlan_loop is not None:
+            stats = self.vxlan_loop.stats
+            vxlan = {"passes": stats.passes, "failures": stats.failures, "last_duration": stats.last_duration,
+                     "peers": self.vxlan.report.peers, "unusable": len(self.vxlan.report.unusable)}
         return {
             "tables": tables,
+            "vxlan": vxlan,
             "api_calls": self.cloud.api.counter.snapshot() if self.cloud else {},
             "leases": len(snapshot.leases) if snapshot else 0,
             "malformed_leases": len(snapshot.malformed) if snapshot else 0,
@@ -244,7 +393,7 @@ def run_daemon(config: DaemonConfig) -> int:
     daemon = RouteDaemon(config)
 
     def on_signal(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down (routes and lease are kept)", signum)
+        log.info("signal %d: shutting down (routes, VXLAN entries and lease are kept)", signum)
         daemon.stop()
 
     signal.signal(signal.SIGTERM, on_signal)

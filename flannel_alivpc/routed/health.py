@@ -51,11 +51,25 @@ class _Collector:
                                   labels=["action", "outcome"])
         for (action, outcome), count in data.get("api_calls", {}).items():
             api.add_metric([action, outcome], count)
+        vxlan = data.get("vxlan") or {}
+        vxlan_passes = CounterMetricFamily("flannel_alivpc_vxlan_reconciles", "VXLAN reconcile passes by outcome",
+                                           labels=["outcome"])
+        vxlan_duration = GaugeMetricFamily("flannel_alivpc_vxlan_reconcile_last_duration_seconds",
+                                           "Duration of the last VXLAN reconcile pass")
+        vxlan_peers = GaugeMetricFamily("flannel_alivpc_vxlan_peers", "Peers reached over VXLAN, by state",
+                                        labels=["state"])
+        if vxlan:
+            vxlan_passes.add_metric(["success"], vxlan["passes"] - vxlan["failures"])
+            vxlan_passes.add_metric(["failure"], vxlan["failures"])
+            vxlan_duration.add_metric([], vxlan["last_duration"])
+            vxlan_peers.add_metric(["programmed"], vxlan["peers"])
+            vxlan_peers.add_metric(["unusable"], vxlan["unusable"])
         leases = GaugeMetricFamily("flannel_alivpc_leases", "Subnet leases in etcd")
         leases.add_metric([], data.get("leases", 0))
         malformed = GaugeMetricFamily("flannel_alivpc_malformed_leases", "Lease keys skipped as malformed")
         malformed.add_metric([], data.get("malformed_leases", 0))
-        yield from (reconciles, durations, writer, routes, api, leases, malformed)
+        yield from (reconciles, durations, writer, routes, api, vxlan_passes, vxlan_duration, vxlan_peers, leases,
+                    malformed)
 
 
 class HealthServer:

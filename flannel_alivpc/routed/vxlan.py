@@ -1,0 +1,399 @@
+"""This node's VXLAN data plane: the ``flannel.<VNI>`` device and one neighbour, FDB entry and route per peer.
+
+Which peers: on the classic network and with ``Backend.Type`` "vxlan", every
+remote lease; on a VPC node, only the leases the VPC route table does not
+carry (classic nodes, stock flanneld vxlan nodes, other VPCs). A VPC node
+creates the device lazily, when the first such peer appears, so a VPC-only
+cluster's nodes keep an untouched kernel.
+
+One reconcile pass (run by ``ReconcileLoop``):
+
+1. desired peers from the lease snapshot (pure, ``core.vxlan.select_peers``);
+2. the device: created if missing, recreated if incompatible (other VNI,
+   port, local address or lower device, or learning on), MTU and state and
+   MAC corrected; the lease's network address as /32 on it;
+3. observe: a full dump of the device's neighbours, FDB entries and routes on
+   the first pass, after any failure or device change, and at every resync;
+   in between, the last dump updated with this daemon's own successful
+   writes (so a lease change costs three writes, not three dumps);
+4. plan (pure, ``core.vxlan.plan_vxlan``) and apply in flannel's order:
+   neighbours, FDB entries, routes, in batches; a peer whose FDB entry or
+   route could not be written has its fresh entries undone; deletes go
+   routes, FDB, neighbours, each tried independently.
+
+Nothing is deleted before the first complete lease snapshot, so entries left
+from before a restart stay until the daemon knows which leases are gone, and
+are removed on that first full pass. The device is never removed on exit
+(flannel does not either): pods keep their connectivity across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+
+from flannel_alivpc.clients.etcd import EtcdClient
+from flannel_alivpc.clients.netlink import (
+    AlreadyExists,
+    FdbOp,
+    Interface,
+    Link,
+    NeighbourOp,
+    Netlink,
+    NetlinkError,
+    Op,
+    RouteOp,
+    VxlanDeviceSpec,
+)
+from flannel_alivpc.clients.netns import NamespaceError, write_sysctl
+from flannel_alivpc.core.network import IPv4Network, Lease, LeaseFormatError, parse_lease_value, parse_subnet_key
+from flannel_alivpc.core.vxlan import (
+    FdbKey,
+    NeighbourEntry,
+    OnlinkRoute,
+    PeerSet,
+    VxlanObservation,
+    VxlanPlan,
+    VxlanSettings,
+    parse_mac,
+    plan_vxlan,
+    random_vtep_mac,
+    select_peers,
+)
+from flannel_alivpc.routed.leases import LeaseSnapshot, subnets_prefix
+
+log = logging.getLogger(__name__)
+
+_ZERO_MAC = "00:00:00:00:00:00"
+
+
+class VxlanDeviceError(NetlinkError):
+    """The VXLAN device could not be brought into the required shape."""
+
+
+def previous_vtep_mac(etcd: EtcdClient, prefix: str, public_ip: IPv4Address) -> str | None:
+    """The VtepMAC our PublicIP's lease published before (reused so peers need no update after a restart)."""
+    base = subnets_prefix(prefix)
+    kvs, _ = etcd.get_prefix(base)
+    for kv in kvs:
+        try:
+            parse_subnet_key(kv.key[len(base):])
+            attrs = parse_lease_value(kv.value)
+        except LeaseFormatError:
+            continue
+        if attrs.public_ip == public_ip:
+            mac = parse_mac(attrs.backend_field("VtepMAC"))
+            if mac:
+                return mac
+    return None
+
+
+def choose_vtep_mac(netlink: Netlink, settings: VxlanSettings, previous: str | None) -> str:
+    """The MAC for the device: the existing device's, else the one published before, else a new random one.
+
+    flannel generates the MAC before creating the device (systemd would
+    otherwise rewrite it) and keeps an existing device's; reusing the
+    published one too keeps it stable across restarts even when the device is
+    gone (a VPC node creates it lazily, or someone deleted it).
+    """
+    existing = netlink.link(settings.device)
+    if existing is not None and existing.kind == "vxlan":
+        mac = parse_mac(existing.mac)
+        if mac:
+            return mac
+    return previous or random_vtep_mac()
+
+
+def incompatibility(link: Link, spec: VxlanDeviceSpec) -> str | None:
+    """Why an existing link cannot serve as the device (flannel's vxlanLinksIncompat, plus learning)."""
+    if link.kind != "vxlan" or link.vxlan is None:
+        return f"it is a {link.kind or 'non-vxlan'} link"
+    info = link.vxlan
+    if info.vni != spec.vni:
+        return f"VNI {info.vni}, want {spec.vni}"
+    if info.port and spec.port and info.port != spec.port:
+        return f"port {info.port}, want {spec.port}"
+    if info.local and spec.local and info.local != spec.local:
+        return f"local address {info.local}, want {spec.local}"
+    if info.link and spec.link_index and info.link != spec.link_index:
+        return f"lower device #{info.link}, want #{spec.link_index}"
+    if info.gbp != spec.gbp:
+        return f"GBP {'on' if info.gbp else 'off'}, want {'on' if spec.gbp else 'off'}"
+    if info.learning != spec.learning:
+        return "learning is on"
+    return None
+
+
+@dataclass
+class VxlanReport:
+    """What the last pass saw and did, for /healthz, /metrics and logs."""
+
+    device: str
+    ifindex: int | None = None
+    peers: int = 0
+    unusable: dict[IPv4Network, str] = field(default_factory=dict)
+    kept: int = 0
+    changes: int = 0
+    failures: list[str] = field(default_factory=list)
+    full_observations: int = 0
+
+
+class VxlanBackend:
+    """Reconciles the device and its entries with the leases; ``reconcile`` is the ReconcileLoop pass."""
+
+    def __init__(
+        self,
+        *,
+        netlink: Netlink,
+        settings: VxlanSettings,
+        iface: Interface,
+        network: IPv4Network,
+        subnet_len: int,
+        snapshot: Callable[[], LeaseSnapshot],
+        wanted: Callable[[Lease], bool],
+        vtep_mac: str,
+        eager: bool,
+        full_resync: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.netlink = netlink
+        self.settings = settings
+        self.iface = iface
+        self.network = network
+        self.subnet_len = subnet_len
+        self._snapshot = snapshot
+        self._wanted = wanted
+        self.vtep_mac = vtep_mac
+        self.eager = eager
+        self.full_resync = full_resync
+        self._clock = clock
+        self.own_subnet: IPv4Network | None = None
+        self._observed: VxlanObservation | None = None
+        self._observed_index: int | None = None
+        self._last_full = 0.0
+        self._address_ok_for: tuple[int, IPv4Network] | None = None
+        self._warned: dict[IPv4Network, str] = {}
+        self.report = VxlanReport(settings.device)
+
+    # -- the device ---------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> VxlanDeviceSpec:
+        return VxlanDeviceSpec(name=self.settings.device, vni=self.settings.vni, port=self.settings.port,
+                               local=self.iface.primary_ipv4, link_index=self.iface.index, mac=self.vtep_mac,
+                               mtu=self.settings.device_mtu(self.iface.mtu), learning=False, gbp=self.settings.gbp)
+
+    def ensure_device(self) -> Link:
+        """The device as the spec says, created or repaired; its address once the lease is known."""
+        spec = self.spec
+        link = self.netlink.link(spec.name)
+        if link is not None:
+            reason = incompatibility(link, spec)
+            if reason:
+                log.warning("%s already exists with an incompatible configuration (%s); recreating it",
+                            spec.name, reason)
+                self.netlink.delete_link(spec.name)
+                link = None
+        if link is None:
+            try:
+                link = self.netlink.create_vxlan(spec)
+            except AlreadyExists:
+                link = self.netlink.link(spec.name)
+                if link is None or incompatibility(link, spec):
+                    raise
+            log.info("created %s: VNI %d, port %d, local %s dev %s, MTU %d, VtepMAC %s", spec.name, spec.vni,
+                     spec.port, spec.local, self.iface.name, spec.mtu, spec.mac)
+            self._disable_accept_ra(spec.name)
+        if link.mtu != spec.mtu:
+            log.info("%s: MTU %d -> %d", spec.name, link.mtu, spec.mtu)
+            self.netlink.set_link(link.index, mtu=spec.mtu)
+        if parse_mac(link.mac) != spec.mac:
+            log.info("%s: MAC %s -> %s (the VtepMAC this node publishes)", spec.name, link.mac, spec.mac)
+            self.netlink.set_link(link.index, mac=spec.mac)
+        if not link.up:
+            self.netlink.set_link(link.index, up=True)
+        final = self.netlink.link(spec.name)
+        if final is None:
+            raise VxlanDeviceError(f"{spec.name} disappeared while being configured", operation="ensure device")
+        if parse_mac(final.mac) != spec.mac:
+            # Something (udev/systemd MACAddressPolicy) rewrote it after we set it: flannel#1155, #1795.
+            raise VxlanDeviceError(f"{spec.name} has MAC {final.mac} after setting {spec.mac}; check udev/"
+                                   "systemd-networkd MACAddressPolicy for flannel.* links", operation="ensure device")
+        self.ensure_address(final)
+        return final
+
+    def _disable_accept_ra(self, name: str) -> None:
+        # No IPv6 on this node: nothing to disable.
+        with contextlib.suppress(OSError, NamespaceError):
+            write_sysctl(f"net/ipv6/conf/{name}/accept_ra", 0)
+
+    def ensure_address(self, link: Link) -> None:
+        """The own subnet's network address as /32 on the device; other addresses in the Network removed."""
+        subnet = self.own_subnet
+        if subnet is None or self._address_ok_for == (link.index, subnet):
+            return
+        wanted = IPv4Interface(f"{subnet.network_address}/32")
+        present = self.netlink.addresses(link.index)
+        for address in present:
+            if address != wanted and address.ip in self.network:
+                log.info("%s: removing address %s (not this node's subnet %s)", link.name, address, subnet)
+                self.netlink.delete_address(link.index, address)
+        if wanted not in present:
+            self.netlink.add_address(link.index, wanted)
+            log.info("%s: address %s", link.name, wanted)
+        self._address_ok_for = (link.index, subnet)
+
+    # -- one pass -------------------------------------------------------------------------------
+
+    def _peers(self, snapshot: LeaseSnapshot) -> PeerSet:
+        peers = select_peers(snapshot.leases.values(), own_subnet=self.own_subnet, network=self.network,
+                             vni=self.settings.vni, wanted=self._wanted)
+        for subnet, reason in peers.unusable.items():
+            if self._warned.get(subnet) != reason:
+                lease = snapshot.leases.get(subnet)
+                log.warning("lease %s (PublicIP %s) cannot be reached over VXLAN: it %s; its entries are left as "
+                            "they are", subnet, lease.attrs.public_ip if lease else "?", reason)
+        self._warned = dict(peers.unusable)
+        return peers
+
+    def _device_ready(self, link: Link | None) -> bool:
+        spec = self.spec
+        return (link is not None and link.up and link.mtu == spec.mtu and parse_mac(link.mac) == spec.mac
+                and incompatibility(link, spec) is None)
+
+    def reconcile(self) -> float | None:
+        snapshot = self._snapshot()
+        peers = self._peers(snapshot)
+        report = VxlanReport(self.settings.device, peers=len(peers.peers), unusable=dict(peers.unusable),
+                             full_observations=self.report.full_observations)
+        self.report = report
+        link = self.netlink.link(self.settings.device)
+        if link is None and not self.eager and not peers.peers:
+            # A VPC node with no peer to reach over VXLAN: its kernel stays as it is.
+            self._observed = None
+            return None
+        if not self._device_ready(link):
+            link = self.ensure_device()
+            self._observed = None
+        assert link is not None
+        report.ifindex = link.index
+        now = self._clock()
+        if self._observed is None or self._observed_index != link.index or now - self._last_full >= self.full_resync:
+            self._recheck_address(link)
+            observed = self._observe(link)
+            self._last_full = now
+            report.full_observations += 1
+        else:
+            self.ensure_address(link)
+            observed = self._observed
+        plan = plan_vxlan(peers=peers.peers, observed=observed, network=self.network, subnet_len=self.subnet_len,
+                          in_sync=snapshot.in_sync,
+                          protected=set(snapshot.malformed_subnets()) | set(peers.unusable))
+        report.kept = len(plan.kept)
+        if plan.empty:
+            self._observed = observed
+            self._observed_index = link.index
+            return None
+        errors = self._apply(link, plan, observed, peers)
+        report.changes = len(plan.changes)
+        if errors:
+            report.failures = errors
+            self._observed = None  # look again next time
+            raise NetlinkError(f"{len(errors)} change(s) on {link.name} failed, first: {errors[0]}",
+                               operation="vxlan reconcile")
+        return None
+
+    def _recheck_address(self, link: Link) -> None:
+        # On full passes look at the address again: someone may have removed it.
+        self._address_ok_for = None
+        self.ensure_address(link)
+
+    def _observe(self, link: Link) -> VxlanObservation:
+        neighbours = {n.ip: NeighbourEntry(n.ip, n.mac, n.permanent) for n in self.netlink.neighbours(link.index)}
+        fdb = frozenset(FdbKey(e.mac, e.dst) for e in self.netlink.fdb(link.index)
+                        if e.dst is not None and e.mac != _ZERO_MAC)
+        routes = {r.dst: OnlinkRoute(r.dst, r.gateway, r.onlink) for r in self.netlink.routes(oif=link.index)
+                  if r.dst.prefixlen > 0}
+        self._observed_index = link.index
+        return VxlanObservation(neighbours, fdb, routes)
+
+    def _apply(self, link: Link, plan: VxlanPlan, observed: VxlanObservation, peers: PeerSet) -> list[str]:
+        """Apply ``plan`` in flannel's order; returns the errors (the observation cache is kept current)."""
+        index = link.index
+        neighbours = dict(observed.neighbours)
+        fdb = set(observed.fdb)
+        routes = dict(observed.routes)
+        errors: list[str] = []
+        new_peers = {change.subnet for change in plan.changes if change.action == "add"}
+        failed: set[IPv4Network] = set()
+
+        def run(ops: list[Op]) -> list[NetlinkError | None]:
+            results = self.netlink.apply(ops)
+            errors.extend(str(error) for error in results if error is not None)
+            return results
+
+        # 1. neighbours
+        results = run([NeighbourOp("replace", index, entry.ip, entry.mac or "") for _, entry in plan.neighbours])
+        for (subnet, entry), error in zip(plan.neighbours, results, strict=True):
+            if error is None:
+                neighbours[entry.ip] = entry
+            else:
+                failed.add(subnet)
+        # 2. FDB entries
+        fdb_todo = [(subnet, key) for subnet, key in plan.fdb if subnet not in failed]
+        results = run([FdbOp("replace", index, key.mac, key.dst) for _, key in fdb_todo])
+        for (subnet, key), error in zip(fdb_todo, results, strict=True):
+            if error is None:
+                fdb.add(key)
+            else:
+                failed.add(subnet)
+        # 3. routes, last: the kernel must never resolve a gateway it has no entry for
+        route_todo = [route for route in plan.routes if route.dst not in failed]
+        results = run([RouteOp("replace", route.dst, route.gateway, index, onlink=True) for route in route_todo])
+        for route, error in zip(route_todo, results, strict=True):
+            if error is None:
+                routes[route.dst] = route
+            else:
+                failed.add(route.dst)
+        # A new peer that could not get all three entries gets none (flannel undoes partial adds).
+        undo = sorted(failed & new_peers, key=lambda s: int(s.network_address))
+        if undo:
+            undo_ops: list[Op] = []
+            for subnet in undo:
+                peer = peers.peers[subnet]
+                undo_ops += [RouteOp("delete", subnet, peer.gateway, index),
+                             FdbOp("delete", index, peer.vtep_mac, peer.public_ip),
+                             NeighbourOp("delete", index, peer.gateway)]
+                routes.pop(subnet, None)
+                fdb.discard(FdbKey(peer.vtep_mac, peer.public_ip))
+                neighbours.pop(peer.gateway, None)
+            run(undo_ops)
+        # 4. deletes, reversed: routes, FDB, neighbours; each independent of the others' outcome
+        results = run([RouteOp("delete", route.dst, route.gateway, index) for route in plan.delete_routes])
+        for route, error in zip(plan.delete_routes, results, strict=True):
+            if error is None:
+                routes.pop(route.dst, None)
+        results = run([FdbOp("delete", index, key.mac, key.dst) for key in plan.delete_fdb])
+        for key, error in zip(plan.delete_fdb, results, strict=True):
+            if error is None:
+                fdb.discard(key)
+        results = run([NeighbourOp("delete", index, entry.ip) for entry in plan.delete_neighbours])
+        for entry, error in zip(plan.delete_neighbours, results, strict=True):
+            if error is None:
+                neighbours.pop(entry.ip, None)
+        for change in plan.changes:
+            if change.subnet in failed:
+                log.error("%s: could not %s peer %s (%s); retrying", link.name, change.action, change.subnet,
+                          change.reason)
+                continue
+            known = peers.peers.get(change.subnet)
+            target = f" via {known.public_ip} ({known.vtep_mac})" if known else ""
+            verb = {"add": "added", "update": "updated", "remove": "removed"}[change.action]
+            log.info("%s: %s peer %s%s: %s", link.name, verb, change.subnet, target, change.reason)
+        self._observed = VxlanObservation(neighbours, frozenset(fdb), routes)
+        self._observed_index = index
+        return errors
