@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo lint install manifests
+.PHONY: test demo lint install manifests system-deps
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# The kernel tools the root-only tests drive (network namespaces, VXLAN, iptables).
+# Installed from Debian's packages when running as root and missing; without root those
+# tests skip themselves.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v ip && command -v iptables; } >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; \
+	fi
+
+test: lint system-deps
 	env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY $(BIN)/pytest -q $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
