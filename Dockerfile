@@ -21,7 +21,12 @@ LABEL org.opencontainers.image.title="flannel-alivpc" \
       org.opencontainers.image.licenses="Apache-2.0"
 # uid 10001 is the unprivileged user of the SLB controller; the route daemon's DaemonSet
 # runs as uid 0 with NET_ADMIN and NET_RAW only (manifests/flannel-alivpc.yaml).
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin flannel
+# iptables: --ip-masq programs flannel's masquerade chain through iptables-restore.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin flannel
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "flannel-alivpc==${VERSION}" \
     && rm -rf /wheels \

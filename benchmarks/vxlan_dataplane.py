@@ -75,6 +75,8 @@ class Peers:
         self.cluster = cluster
         self.rng = rng
         self.leases: dict[IPv4Network, tuple[IPv4Address, str]] = {}
+        self.taken: set[IPv4Network] = set()
+        """Subnets that are not ours to write: the daemon's own lease."""
         self._free = iter(list(IPv4Network(NETWORK).subnets(new_prefix=24))[1:])
         self._address = iter(IPv4Network("10.200.0.0/16").hosts())
 
@@ -87,8 +89,14 @@ class Peers:
         etcd.put(self.key(subnet), value, lease_id=lease_id)  # type: ignore[attr-defined]
         self.leases[subnet] = (public_ip, mac)
 
-    def new(self, etcd: object) -> IPv4Network:
+    def next_free(self) -> IPv4Network:
         subnet = next(self._free)
+        while subnet in self.taken:
+            subnet = next(self._free)
+        return subnet
+
+    def new(self, etcd: object) -> IPv4Network:
+        subnet = self.next_free()
         self.write(etcd, subnet, next(self._address), random_vtep_mac(self.rng))
         return subnet
 
@@ -114,6 +122,7 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
         cluster.start_dataplane(classic=1, config=json.dumps(
             {**json.loads(network_config("vxlan", NETWORK)), "SubnetLen": 24}))
         node: DataplaneNode = cluster.dp_nodes[0]
+        node.extra_args = os.environ.get("BENCH_DAEMON_ARGS", "").split()
         peers = Peers(cluster, rng)
         with cluster.etcd_client() as etcd:
             for _ in range(leases):
@@ -137,6 +146,7 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
                     raise RuntimeError(f"only {len(seen)}/{leases} routes after 60 s:\n{node.log()[-3000:]}")
             if ready is None:
                 ready = done
+            peers.taken.add(cluster.subnet_of(node))
             with Netlink(netns=node.netns) as nl:
                 device = nl.link("flannel.1")
                 assert device is not None
@@ -153,7 +163,7 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
                 for n in range(changes):
                     kind = ("add", "vtep-mac", "leave")[n % 3]
                     if kind == "add":
-                        subnet = next(peers._free)
+                        subnet = peers.next_free()
                         started = time.monotonic()
                         peers.write(etcd, subnet, next(peers._address), random_vtep_mac(rng))
                         # the route is written last
@@ -187,6 +197,8 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
         time.sleep(idle_window)
         idle_cpu = (_cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
         rss = _rss_mib(pid)
+        if not node.running:
+            raise RuntimeError(f"the daemon exited during the benchmark:\n{node.log()[-3000:]}")
         all_latencies = [v for values in latencies.values() for v in values]
         result: dict[str, object] = {
             "leases": leases,
@@ -206,6 +218,8 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
             "idle_window_s": idle_window,
             "resync_interval_s": resync,
         }
+        if os.environ.get("BENCH_KEEP_LOG"):
+            Path(os.environ["BENCH_KEEP_LOG"]).write_text(node.log())
         return result
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from flannel_alivpc.clients.aliyun_sdk import DEFAULT_RETRY, AliyunApi
 from flannel_alivpc.clients.credentials import CredentialProvider, RamRoleCredentials, credentials_from_env
 from flannel_alivpc.clients.ecs import EcsClient
-from flannel_alivpc.clients.metadata import DEFAULT_METADATA_URL, MetadataClient
+from flannel_alivpc.clients.metadata import MetadataClient
 from flannel_alivpc.clients.vpc import VpcClient
+from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL
 from flannel_alivpc.core.errors import ConfigError, MetadataError
 from flannel_alivpc.core.retry import RetryPolicy
 

@@ -17,7 +17,6 @@ from flannel_alivpc.core.cloud import InstanceIdentity
 from flannel_alivpc.core.errors import MetadataError, MetadataNotFound
 from flannel_alivpc.core.retry import RetryPolicy, retry_call
 
-DEFAULT_METADATA_URL = "http://100.100.100.200"
 """Where the service answers on a real ECS instance. Only ever used as a default."""
 
 _HINT = "is this an ECS instance? set --metadata-url"

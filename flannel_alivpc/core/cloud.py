@@ -37,6 +37,10 @@ class ApiCaller(Protocol):
     ) -> dict[str, Any]: ...
 
 
+DEFAULT_METADATA_URL = "http://100.100.100.200"
+"""The ECS metadata service's address: only ever a default, never used by tests or the demo."""
+
+
 @dataclass(frozen=True)
 class Vpc:
     vpc_id: str

@@ -24,6 +24,7 @@ unusable (no VtepMAC, another VNI) are kept as they are.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -112,6 +113,11 @@ def parse_mac(value: Any) -> str | None:
     """A unicast MAC in canonical form (lower case, colons), or None if ``value`` is not one."""
     if not isinstance(value, str):
         return None
+    return _parse_mac_text(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_mac_text(value: str) -> str | None:
     text = value.strip().lower().replace("-", ":")
     parts = text.split(":")
     if len(parts) != 6 or not all(len(p) == 2 for p in parts):
@@ -167,19 +173,25 @@ class PeerSet:
 
 
 def select_peers(leases: Iterable[Lease], *, own_subnet: IPv4Network | None, network: IPv4Network, vni: int,
-                 wanted: Callable[[Lease], bool]) -> PeerSet:
+                 wanted: Callable[[Lease], bool],
+                 decode: Callable[[Lease, int], VxlanPeer | str] = vtep_of) -> PeerSet:
     """The remote leases to reach over VXLAN: ``wanted`` ones inside the Network, except our own.
 
     Two leases announcing the same VtepMAC cannot both be reached (an FDB entry
     maps a MAC to one VTEP): the lower subnet keeps it, the other is unusable.
+    ``decode`` turns a lease into a peer (``vtep_of``; callers may memoise it).
     """
     peers: dict[IPv4Network, VxlanPeer] = {}
     unusable: dict[IPv4Network, str] = {}
     owner_of_mac: dict[str, IPv4Network] = {}
+    low = int(network.network_address)
+    high = int(network.broadcast_address)
     for lease in sorted(leases, key=lambda item: int(item.subnet.network_address)):
-        if lease.subnet == own_subnet or not lease.subnet.subnet_of(network) or not wanted(lease):
+        subnet = lease.subnet
+        inside = low <= int(subnet.network_address) and int(subnet.broadcast_address) <= high
+        if subnet == own_subnet or not inside or not wanted(lease):
             continue
-        peer = vtep_of(lease, vni)
+        peer = decode(lease, vni)
         if isinstance(peer, str):
             unusable[lease.subnet] = peer
             continue
@@ -322,9 +334,9 @@ def plan_vxlan(
     removed: set[IPv4Network] = set()
     protected_macs: set[str] = set()
     for ip, entry in observed.neighbours.items():
-        subnet = _subnet_of(ip, subnet_len)
-        if ip in desired_ips or not subnet.subnet_of(network):
+        if ip in desired_ips or ip not in network:
             continue
+        subnet = _subnet_of(ip, subnet_len)
         if not in_sync or is_protected(subnet):
             kept.add(subnet)
             if entry.mac:
@@ -333,7 +345,7 @@ def plan_vxlan(
         delete_neighbours.append(entry)
         removed.add(subnet)
     for dst, route in observed.routes.items():
-        if dst in peers or not dst.subnet_of(network):
+        if dst in peers or dst.network_address not in network or dst.prefixlen < network.prefixlen:
             continue
         if not in_sync or is_protected(dst):
             kept.add(dst)

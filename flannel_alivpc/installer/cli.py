@@ -17,6 +17,7 @@ import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from flannel_alivpc.clients.cloud_flags import add_cloud_flags
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.installer.manifests import BACKENDS, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
 from flannel_alivpc.installer.options import (
@@ -32,7 +33,6 @@ from flannel_alivpc.installer.options import (
 from flannel_alivpc.installer.plan import Reporter
 from flannel_alivpc.installer.runner import CommandRunner, SubprocessRunner
 
-DEFAULT_METADATA_URL = "http://100.100.100.200"
 DISCOVERY_ENV = "FLANNEL_ALIVPC_DISCOVERY"
 
 
@@ -68,12 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                         help="node: token://<id>.<secret>@<master>:6443?ca-cert-hash=sha256:<hash> as printed by "
                         f"the master install (env {DISCOVERY_ENV}); master: token:// (generate) or a token to use")
     cloud = parser.add_argument_group("cloud (the route daemon's flags)")
-    cloud.add_argument("-r", "--region", default=environ.get("FLANNELD_REGION") or None,
-                       help="region id (default: from metadata)")
-    cloud.add_argument("--metadata-url", default=environ.get("FLANNELD_METADATA_URL") or DEFAULT_METADATA_URL,
-                       help="ECS metadata service base URL (default %(default)s)")
-    cloud.add_argument("--api-endpoint", default=environ.get("FLANNELD_API_ENDPOINT") or None,
-                       help="one endpoint for every Alibaba Cloud API (env ALIYUN_API_ENDPOINT)")
+    add_cloud_flags(cloud, region_short=True)
+    # The daemon's FLANNELD_<FLAG> variables count here too.
+    from_env = {dest: environ.get(f"FLANNELD_{dest.upper()}") for dest in ("region", "metadata_url", "api_endpoint")}
+    parser.set_defaults(**{dest: value for dest, value in from_env.items() if value})
     net = parser.add_argument_group("cluster")
     net.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="pod network (default %(default)s)")
     net.add_argument("--service-cidr", default=DEFAULT_SERVICE_CIDR, help="service network (default %(default)s)")

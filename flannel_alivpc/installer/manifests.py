@@ -375,7 +375,7 @@ def repository_files(values: ManifestValues | None = None) -> dict[str, str]:
             "/coreos.com/network/config (the installer does both). Apply this or the vxlan variant.",
             _REGENERATE]),
         "net-conf-vxlan.yaml": yamlout.dump_all([configmap(vxlan)], [
-            "Network config for classic-network (or mixed) clusters: flannel-compatible VXLAN",
+            "Network config for clusters of stock flanneld vxlan nodes (no cloud access): flannel-compatible VXLAN",
             "(the guide's flannel-vxlan.yml). Security groups must allow UDP 8472 between nodes.",
             _REGENERATE]),
         "flannel-alivpc.yaml": yamlout.dump_all([daemonset(v)], [

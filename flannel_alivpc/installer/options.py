@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.installer.manifests import BACKENDS, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
@@ -207,7 +208,7 @@ class Options:
     ram_role: bool = False
     discovery: Discovery = field(default_factory=Discovery)
     region: str | None = None
-    metadata_url: str = "http://100.100.100.200"
+    metadata_url: str = DEFAULT_METADATA_URL
     api_endpoint: str | None = None
     pod_cidr: str = DEFAULT_POD_CIDR
     service_cidr: str = DEFAULT_SERVICE_CIDR

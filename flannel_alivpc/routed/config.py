@@ -12,11 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from flannel_alivpc.clients.cloud_flags import add_cloud_flags
+from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.network import DEFAULT_PREFIX
 from flannel_alivpc.core.secrets import Secret
 
-DEFAULT_METADATA_URL = "http://100.100.100.200"
 DEFAULT_ETCD_ENDPOINTS = "http://127.0.0.1:4001,http://127.0.0.1:2379"
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 
@@ -56,12 +57,7 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd-keyfile", default=None, help="client key for etcd")
     parser.add_argument("--etcd-username", default=None,
                         help="etcd user (the password comes from env FLANNELD_ETCD_PASSWORD)")
-    parser.add_argument("--metadata-url", default=DEFAULT_METADATA_URL,
-                        help="ECS metadata service base URL (default %(default)s)")
-    parser.add_argument("--api-endpoint", default=None,
-                        help="one endpoint for every Alibaba Cloud API (env ALIYUN_API_ENDPOINT); "
-                             "http:// only for a local emulator")
-    parser.add_argument("--region", default=None, help="region id (default: from metadata)")
+    add_cloud_flags(parser)
     parser.add_argument("--route-table-ids", default="",
                         help="comma-separated route tables to manage (default: every table of the VPC)")
 

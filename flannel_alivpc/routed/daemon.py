@@ -51,7 +51,7 @@ from typing import Any
 from flannel_alivpc.clients.cloud import Cloud, CloudConfig, build_cloud
 from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.clients.iptables import Iptables
-from flannel_alivpc.clients.netlink import Interface, Netlink, select_interface
+from flannel_alivpc.clients.netlink import Interface, Netlink, NetlinkMonitor, select_interface
 from flannel_alivpc.core.cloud import InstanceIdentity
 from flannel_alivpc.core.errors import CloudError, ConfigError, EtcdError, FlannelAliVpcError
 from flannel_alivpc.core.network import (
@@ -309,6 +309,10 @@ class RouteDaemon:
         for table in self.tables.values():
             table.leadership.start()
         self._start_loop(self.vxlan_loop, "vxlan")
+        watcher_thread = threading.Thread(target=self._watch_device, args=(backend, self.vxlan_loop),
+                                          name="vxlan-device-watch", daemon=True)
+        watcher_thread.start()
+        self._threads.append(watcher_thread)
         if masq is not None:
             self.masq_loop = ReconcileLoop("ip-masq", masq.ensure, resync_interval=MASQ_RESYNC_INTERVAL, jitter=0.1)
             self._start_loop(self.masq_loop, "ip-masq")
@@ -326,6 +330,26 @@ class RouteDaemon:
             if health is not None:
                 health.stop()
         return 0
+
+    def _watch_device(self, backend: VxlanBackend, loop: ReconcileLoop) -> None:
+        """Repair at once when the device is deleted (a network restart does that; flannel#869, #1434)."""
+        try:
+            monitor = NetlinkMonitor(links=True, tables=False)
+        except OSError as error:
+            log.warning("cannot follow link changes (%s); a deleted %s is recreated at the next resync",
+                        error, backend.settings.device)
+            return
+        with monitor:
+            while not self.stop_event.is_set():
+                try:
+                    event = monitor.next(timeout=1.0)
+                except OSError as error:
+                    log.warning("link change notifications failed (%s); relying on the periodic resync", error)
+                    return
+                if event is not None and event.action == "del" and event.key == backend.settings.device:
+                    log.warning("%s was deleted by someone else; recreating it", event.key)
+                    backend.forget_observation()
+                    loop.mark_dirty()
 
     # -- observability -------------------------------------------------------------------
 

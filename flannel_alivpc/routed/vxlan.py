@@ -49,7 +49,7 @@ from flannel_alivpc.clients.netlink import (
     RouteOp,
     VxlanDeviceSpec,
 )
-from flannel_alivpc.clients.netns import NamespaceError, write_sysctl
+from flannel_alivpc.clients.netns import NamespaceError
 from flannel_alivpc.core.network import IPv4Network, Lease, LeaseFormatError, parse_lease_value, parse_subnet_key
 from flannel_alivpc.core.vxlan import (
     FdbKey,
@@ -57,12 +57,14 @@ from flannel_alivpc.core.vxlan import (
     OnlinkRoute,
     PeerSet,
     VxlanObservation,
+    VxlanPeer,
     VxlanPlan,
     VxlanSettings,
     parse_mac,
     plan_vxlan,
     random_vtep_mac,
     select_peers,
+    vtep_of,
 )
 from flannel_alivpc.routed.leases import LeaseSnapshot, subnets_prefix
 
@@ -177,6 +179,7 @@ class VxlanBackend:
         self._last_full = 0.0
         self._address_ok_for: tuple[int, IPv4Network] | None = None
         self._warned: dict[IPv4Network, str] = {}
+        self._decoded: dict[IPv4Network, tuple[Lease, VxlanPeer | str]] = {}
         self.report = VxlanReport(settings.device)
 
     # -- the device ---------------------------------------------------------------------------
@@ -229,7 +232,7 @@ class VxlanBackend:
     def _disable_accept_ra(self, name: str) -> None:
         # No IPv6 on this node: nothing to disable.
         with contextlib.suppress(OSError, NamespaceError):
-            write_sysctl(f"net/ipv6/conf/{name}/accept_ra", 0)
+            self.netlink.write_sysctl(f"net/ipv6/conf/{name}/accept_ra", 0)
 
     def ensure_address(self, link: Link) -> None:
         """The own subnet's network address as /32 on the device; other addresses in the Network removed."""
@@ -249,9 +252,24 @@ class VxlanBackend:
 
     # -- one pass -------------------------------------------------------------------------------
 
+    def forget_observation(self) -> None:
+        """Make the next pass dump the kernel again (someone else changed it)."""
+        self._observed = None
+
+    def _decode(self, lease: Lease, vni: int) -> VxlanPeer | str:
+        """``vtep_of``, remembered per lease: the watcher hands out the same object until the key changes."""
+        cached = self._decoded.get(lease.subnet)
+        if cached is not None and cached[0] is lease:
+            return cached[1]
+        result = vtep_of(lease, vni)
+        self._decoded[lease.subnet] = (lease, result)
+        return result
+
     def _peers(self, snapshot: LeaseSnapshot) -> PeerSet:
         peers = select_peers(snapshot.leases.values(), own_subnet=self.own_subnet, network=self.network,
-                             vni=self.settings.vni, wanted=self._wanted)
+                             vni=self.settings.vni, wanted=self._wanted, decode=self._decode)
+        if len(self._decoded) > len(snapshot.leases):
+            self._decoded = {subnet: entry for subnet, entry in self._decoded.items() if subnet in snapshot.leases}
         for subnet, reason in peers.unusable.items():
             if self._warned.get(subnet) != reason:
                 lease = snapshot.leases.get(subnet)
@@ -266,6 +284,14 @@ class VxlanBackend:
                 and incompatibility(link, spec) is None)
 
     def reconcile(self) -> float | None:
+        started = time.perf_counter()
+        try:
+            return self._reconcile()
+        finally:
+            log.debug("vxlan pass: %d peers, %d changes, %.1f ms", self.report.peers, self.report.changes,
+                      1000 * (time.perf_counter() - started))
+
+    def _reconcile(self) -> float | None:
         snapshot = self._snapshot()
         peers = self._peers(snapshot)
         report = VxlanReport(self.settings.device, peers=len(peers.peers), unusable=dict(peers.unusable),

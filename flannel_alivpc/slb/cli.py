@@ -3,10 +3,9 @@
 The cloud flags are the daemon's (``--api-endpoint``, ``--region``,
 ``--metadata-url``), and so are the credentials: ``ACCESS_KEY_ID``/
 ``ACCESS_KEY_SECRET`` from the environment, else the instance's RAM role.
-They are declared here rather than imported from ``routed.config``: the two
-subpackages are independent (an import-linter contract).
+Both declare them with ``clients.cloud_flags``.
 
-Only ``argparse`` and ``os`` are imported at module level: the main CLI builds
+Only light modules are imported at module level: the main CLI builds
 this parser on every run, and the Kubernetes client is slow to import.
 """
 
@@ -16,8 +15,9 @@ import argparse
 import logging
 import os
 
+from flannel_alivpc.clients.cloud_flags import add_cloud_flags
+
 log = logging.getLogger(__name__)
-DEFAULT_METADATA_URL = "http://100.100.100.200"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -29,12 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "ACCESS_KEY_SECRET from the environment, else the instance's RAM role.")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG") or None,
                         help="kubeconfig file (default: env KUBECONFIG, else the in-cluster service account)")
-    parser.add_argument("--metadata-url", default=DEFAULT_METADATA_URL,
-                        help="ECS metadata service base URL (default %(default)s)")
-    parser.add_argument("--api-endpoint", default=None,
-                        help="one endpoint for every Alibaba Cloud API (env ALIYUN_API_ENDPOINT); "
-                             "http:// only for a local emulator")
-    parser.add_argument("--region", default=None, help="region id (default: from metadata)")
+    add_cloud_flags(parser)
     parser.add_argument("--cluster-id", default="kubernetes",
                         help="tags the SLBs so this cluster finds them again (default %(default)s)")
     parser.add_argument("--vswitch-id", default="",

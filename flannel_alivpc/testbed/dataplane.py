@@ -10,12 +10,12 @@ Per cluster (names ``fatb-<pid>-<n>-<role>``):
   and forwards between them; its kernel routes follow the emulator's route
   table (``emulator.router.RouterSync``: Available Instance entries become
   ``dst via <instance private IP>``), so pods on VPC nodes talk only through
-  routes the daemons really programmed. On 100.100.100.200 it serves the
-  emulator (API and metadata on port 80, metadata answered by the caller's
-  source address, as on ECS) and relays port 2379 to the suite's etcd;
+  routes the daemons really programmed. On SERVICE_IP it serves the emulator
+  (API and metadata on port 80, metadata answered by the caller's source
+  address, as on ECS) and relays port 2379 to the suite's etcd;
 * one namespace per node, its ``eth0`` on the underlay with the instance's
   private IP, default route via its gateway, running the real daemon
-  (``--iface eth0``, default metadata URL);
+  (``--iface eth0``, ``--metadata-url http://SERVICE_IP``);
 * once a node's subnet.env exists, what the CNI plugin would build: a bridge
   ``cni0`` holding FLANNEL_SUBNET, and pod namespaces with addresses from the
   lease, MTU FLANNEL_MTU, default route via cni0.
@@ -68,8 +68,11 @@ from flannel_alivpc.emulator.router import RouterSync
 from flannel_alivpc.testbed.cluster import LocalCluster, Node
 
 PREFIX = "fatb"
-SERVICE_IP = IPv4Address("100.100.100.200")
-"""The metadata service's address on ECS; here also the API and (port 2379) etcd."""
+SERVICE_IP = IPv4Address("198.51.100.200")
+"""Where the router namespace serves the emulator (API and metadata, port 80) and relays etcd (2379).
+
+A documentation address (TEST-NET-2), only ever configured inside the test bed's own
+namespaces; the real metadata address is never used, not even there."""
 VSWITCH_CIDR = IPv4Network("192.168.0.0/20")
 VPC_GATEWAY = IPv4Interface("192.168.15.253/20")
 CLASSIC_CIDR = IPv4Network("10.0.0.0/24")
@@ -452,7 +455,6 @@ class DataplaneCluster(LocalCluster):
         self._router_netlink: Netlink | None = None
         self._fabric_bridge = 0
         self._ports = itertools.count(1)
-        self._extra_namespaces: list[str] = []
         self.dp_nodes: list[DataplaneNode] = []
 
     # -- building --------------------------------------------------------------------------------------
@@ -521,8 +523,7 @@ class DataplaneCluster(LocalCluster):
                                      protocol=4))
         return port
 
-    def _node_namespace(self, hostname: str, network_type: str, address: IPv4Interface,
-                        gateway: IPv4Address) -> tuple[str, str]:
+    def _node_namespace(self, hostname: str, address: IPv4Interface, gateway: IPv4Address) -> tuple[str, str]:
         netns = _new_namespace(f"{self.tag}-{hostname}")
         write_sysctl("net.ipv4.ip_forward", 1, netns=netns)
         port = self._plug(netns, [address], gateway)
@@ -545,7 +546,7 @@ class DataplaneCluster(LocalCluster):
                   gateway: IPv4Address) -> DataplaneNode:
         workdir = self.workdir / hostname
         workdir.mkdir(parents=True, exist_ok=True)
-        netns, port = self._node_namespace(hostname, network_type, address, gateway)
+        netns, port = self._node_namespace(hostname, address, gateway)
         node = DataplaneNode(hostname, instance_id, str(address.ip), workdir, netns=netns,
                              network_type=network_type, address=address, gateway=gateway, port=port)
         self.nodes.append(node)
@@ -564,8 +565,9 @@ class DataplaneCluster(LocalCluster):
             "--writer-lock-ttl", str(self.writer_lock_ttl),
             "--resync-interval", str(self.resync_interval),
         ]
+        # In vxlan mode nothing answers there: a daemon that tried metadata or the API would fail.
+        args += ["--metadata-url", f"http://{SERVICE_IP}"]
         if self.backend != "vxlan":
-            # The metadata URL stays the default (http://100.100.100.200), as on ECS.
             args += ["--api-endpoint", f"http://{SERVICE_IP}"]
         return args + node.extra_args
 
@@ -643,7 +645,7 @@ class DataplaneCluster(LocalCluster):
         if address is None:
             ip = next(h for n, h in enumerate(CLASSIC_CIDR.hosts()) if n >= 100 and h not in taken)
             address = IPv4Interface(f"{ip}/{CLASSIC_CIDR.prefixlen}")
-        netns, port = self._node_namespace(hostname, "classic", address, CLASSIC_GATEWAY.ip)
+        netns, port = self._node_namespace(hostname, address, CLASSIC_GATEWAY.ip)
         workdir = self.workdir / hostname
         workdir.mkdir(parents=True, exist_ok=True)
         mac = vtep_mac or random_vtep_mac()
@@ -827,7 +829,7 @@ class DataplaneCluster(LocalCluster):
                 for pod in node.pods:
                     _drop_namespace(pod.netns)
                 _drop_namespace(node.netns)
-            for name in (self.router, self.fabric, *self._extra_namespaces):
+            for name in (self.router, self.fabric):
                 _drop_namespace(name)
 
     def __enter__(self) -> DataplaneCluster:

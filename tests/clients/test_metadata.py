@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from flannel_alivpc.clients.metadata import DEFAULT_METADATA_URL, MetadataClient
-from flannel_alivpc.core.cloud import InstanceIdentity
+from flannel_alivpc.clients.metadata import MetadataClient
+from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL, InstanceIdentity
 from flannel_alivpc.core.errors import MetadataError, MetadataNotFound
 from flannel_alivpc.emulator.server import Emulator, Topology
 from tests.clients.helpers import Admin, closed_port

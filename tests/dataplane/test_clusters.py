@@ -131,9 +131,17 @@ def test_mixed_cluster_every_pair_of_nodes_connects(dataplane: DataplaneCluster)
     assert dataplane.router_routes() == {dataplane.subnet_of(n): IPv4Address(n.private_ip) for n in vpc}
     # ...every other pair over VXLAN: a VPC node's flannel.1 carries only the classic peers,
     # a classic node's every peer.
+    leases = lease_data(dataplane)
+    assert dataplane.topology is not None
     for node in vpc:
         assert vxlan_peers_of(dataplane, node) == expected_vxlan(dataplane, node, classic)
         assert node.subnet_env["FLANNEL_MTU"] == "1500"
+        device = dataplane.vxlan_entries(node).device
+        assert device is not None
+        # VPC nodes publish their VTEP too: that is how classic nodes reach them.
+        assert leases[dataplane.subnet_of(node)]["BackendData"] == {
+            "InstanceId": node.instance_id, "NetworkType": "vpc", "VpcId": dataplane.topology.vpc_id,
+            "VNI": 1, "VtepMAC": device.mac}
     for node in classic:
         others = [n for n in dataplane.dp_nodes if n is not node]
         assert vxlan_peers_of(dataplane, node) == expected_vxlan(dataplane, node, others)
@@ -191,8 +199,8 @@ def test_daemon_restart_loses_nothing_and_cleans_what_changed_meanwhile(dataplan
     all_connected(dataplane)
 
 
-def test_killed_daemon_leaves_a_working_data_plane(dataplane: DataplaneCluster) -> None:
-    """SIGKILL (no clean shutdown) keeps the kernel state; pods keep talking; a new daemon adopts it."""
+def test_kernel_state_survives_sigkill_and_a_deleted_device_comes_back(dataplane: DataplaneCluster) -> None:
+    """SIGKILL keeps the kernel state and a new daemon adopts it; a deleted flannel.1 is rebuilt at once."""
     dataplane.start_dataplane(classic=2)
     first, second = dataplane.dp_nodes
     dataplane.start_all()
@@ -208,3 +216,15 @@ def test_killed_daemon_leaves_a_working_data_plane(dataplane: DataplaneCluster) 
     restarted = first.log()[offset:]
     assert "created flannel.1" not in restarted and "added peer" not in restarted
     assert second.running
+    # A network restart deletes flannel.1: the daemon recreates it (same MAC) with its entries,
+    # well before the next periodic resync.
+    before = dataplane.vxlan_entries(first)
+    assert before.device is not None
+    with Netlink(netns=first.netns) as nl:
+        assert nl.delete_link("flannel.1")
+    wait(dataplane, lambda: dataplane.vxlan_entries(first).routes == before.routes, "flannel.1 not rebuilt",
+         timeout=5.0)
+    rebuilt = dataplane.vxlan_entries(first)
+    assert rebuilt.device is not None and rebuilt.device.mac == before.device.mac
+    assert rebuilt.addresses == before.addresses
+    all_connected(dataplane)

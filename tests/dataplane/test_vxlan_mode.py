@@ -18,7 +18,7 @@ pytestmark = needs_root
 
 
 def test_ours_and_stock_flanneld_program_each_other_and_follow_vtep_changes(dataplane: DataplaneCluster) -> None:
-    # No service on 100.100.100.200:80: a daemon that tried the metadata service would fail.
+    # No service answers on the metadata URL: a daemon that tried the metadata service would fail.
     dataplane.serve_cloud = False
     dataplane.start_dataplane(classic=2, config=network_config("vxlan"))
     ours = list(dataplane.dp_nodes)
@@ -78,3 +78,14 @@ def test_vni_and_port_come_from_the_network_config(dataplane: DataplaneCluster) 
         assert entries.device is not None and entries.device.name == "flannel.7"
         assert entries.device.vxlan is not None and entries.device.vxlan.port == 4789
         assert leases[dataplane.subnet_of(node)]["BackendData"] == {"VNI": 7, "VtepMAC": entries.device.mac}
+
+
+def test_bad_vxlan_config_is_refused_clearly_and_nothing_is_taken(dataplane: DataplaneCluster) -> None:
+    dataplane.start_dataplane(classic=1, config=network_config("vxlan", Learning=True))
+    node = dataplane.dp_nodes[0]
+    dataplane.start_all()
+    wait(dataplane, lambda: not node.running, "the daemon kept running with a config it cannot serve")
+    assert node.process is not None and node.process.returncode == 2
+    assert 'Backend "Learning": true is not supported' in node.log()
+    assert dataplane.lease_key_of(node) is None
+    assert dataplane.vxlan_entries(node).device is None
