@@ -31,6 +31,8 @@ class LoopStats:
     last_success: float | None = None
     last_error: str = ""
     last_duration: float = 0.0
+    total_duration: float = 0.0
+    """Seconds spent in passes, all of them: with ``passes``, the latency summary."""
 
 
 class ReconcileLoop:
@@ -144,6 +146,7 @@ class ReconcileLoop:
             return time.monotonic() + delay
         finally:
             self.stats.last_duration = time.monotonic() - started
+            self.stats.total_duration += self.stats.last_duration
         self.stats.consecutive_failures = 0
         self.stats.last_error = ""
         self.stats.last_success = time.time()

@@ -397,7 +397,8 @@ class RouteDaemon:
             for status in plan.statuses if plan else ():
                 routes[status.state.value] = routes.get(status.state.value, 0) + 1
             tables[table_id] = {"passes": stats.passes, "failures": stats.failures,
-                                "last_duration": stats.last_duration, "writer": table.leadership.is_writer,
+                                "last_duration": stats.last_duration, "total_duration": stats.total_duration,
+                                "writer": table.leadership.is_writer,
                                 "routes": routes}
         vxlan: dict[str, Any] = {}
         if self.vxlan is not None and self.vxlan_loop is not None:

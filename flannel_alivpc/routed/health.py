@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class _Collector:
                                          labels=["table", "outcome"])
         durations = GaugeMetricFamily("flannel_alivpc_reconcile_last_duration_seconds",
                                       "Duration of the last reconcile pass", labels=["table"])
+        latency = SummaryMetricFamily("flannel_alivpc_reconcile_duration_seconds",
+                                      "Time spent in reconcile passes (count and sum)", labels=["table"])
         writer = GaugeMetricFamily("flannel_alivpc_table_writer", "1 when this node writes the table",
                                    labels=["table"])
         routes = GaugeMetricFamily("flannel_alivpc_routes", "Route entries by table and state",
@@ -44,6 +46,7 @@ class _Collector:
             reconciles.add_metric([table, "success"], info["passes"] - info["failures"])
             reconciles.add_metric([table, "failure"], info["failures"])
             durations.add_metric([table], info["last_duration"])
+            latency.add_metric([table], count_value=info["passes"], sum_value=info["total_duration"])
             writer.add_metric([table], 1.0 if info["writer"] else 0.0)
             for state, count in info.get("routes", {}).items():
                 routes.add_metric([table, state], count)
@@ -68,8 +71,8 @@ class _Collector:
         leases.add_metric([], data.get("leases", 0))
         malformed = GaugeMetricFamily("flannel_alivpc_malformed_leases", "Lease keys skipped as malformed")
         malformed.add_metric([], data.get("malformed_leases", 0))
-        yield from (reconciles, durations, writer, routes, api, vxlan_passes, vxlan_duration, vxlan_peers, leases,
-                    malformed)
+        yield from (reconciles, durations, latency, writer, routes, api, vxlan_passes, vxlan_duration, vxlan_peers,
+                    leases, malformed)
 
 
 class HealthServer:

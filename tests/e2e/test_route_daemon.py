@@ -224,6 +224,8 @@ def test_malformed_leases_never_delete_routes(cluster: LocalCluster) -> None:
     status, body = other.healthz("/metrics")
     assert status == 200
     assert "flannel_alivpc_malformed_leases 3.0" in body
+    writer_metrics = _writer(cluster).healthz("/metrics")[1]
+    assert f'flannel_alivpc_reconcile_duration_seconds_count{{table="{cluster.route_table_id}"}}' in writer_metrics
 
 
 def test_bad_network_config_is_refused_clearly_and_nothing_is_written(cluster: LocalCluster) -> None:
