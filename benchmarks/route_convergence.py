@@ -34,23 +34,12 @@ from pathlib import Path
 for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ.pop(_name, None)
 
+from proc_stats import cpu_seconds, rss_mib  # noqa: E402
+
 from flannel_alivpc.core.network import LeaseAttrs, subnet_key  # noqa: E402
 from flannel_alivpc.testbed.cluster import LocalCluster  # noqa: E402
 
 NETWORK_CONFIG = '{"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "ali-vpc"}}'
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _calls(cluster: LocalCluster, action: str) -> int:
@@ -86,9 +75,9 @@ def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_windo
         # Idle: count every API call of the whole cluster over a few resync periods.
         cluster.emulator.faults.reset_counters()
         pids = [node.process.pid for node in cluster.nodes if node.process is not None]
-        cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         time.sleep(idle_window)
-        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         idle_calls = sum(sum(v.values()) for v in cluster.emulator.faults.counters().values())
         entries = len(cluster.table_entries()) + 2  # + the System entries
         floor = math.ceil(n / 50) * route_delay
@@ -105,7 +94,7 @@ def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_windo
             "idle_calls_per_resync": round(idle_calls / (idle_window / resync), 2),
             "table_pages": math.ceil(entries / 100),
             "idle_calls_per_minute": round(idle_calls * 60 / idle_window, 1),
-            "daemon_rss_mib_max": round(max(_rss_mib(pid) for pid in pids), 1),
+            "daemon_rss_mib_max": round(max(rss_mib(pid) for pid in pids), 1),
             "daemon_cpu_percent_idle": round(100 * cpu / idle_window / len(pids), 2),
         }
 

@@ -36,6 +36,8 @@ from pathlib import Path
 for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ.pop(_name, None)
 
+from proc_stats import cpu_seconds, rss_mib  # noqa: E402
+
 from flannel_alivpc.clients.netlink import Netlink, NetlinkMonitor  # noqa: E402
 from flannel_alivpc.core.network import LeaseAttrs, subnet_key  # noqa: E402
 from flannel_alivpc.core.vxlan import random_vtep_mac, vxlan_backend_data  # noqa: E402
@@ -48,19 +50,6 @@ from flannel_alivpc.testbed.dataplane import (  # noqa: E402
 )
 
 NETWORK = "172.16.0.0/12"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -193,10 +182,10 @@ def run(leases: int, changes: int, idle_window: float, resync: float, seed: int)
         assert node.process is not None
         pid = node.process.pid
         time.sleep(2.0)
-        cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
         time.sleep(idle_window)
-        idle_cpu = (_cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
-        rss = _rss_mib(pid)
+        idle_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+        rss = rss_mib(pid)
         if not node.running:
             raise RuntimeError(f"the daemon exited during the benchmark:\n{node.log()[-3000:]}")
         all_latencies = [v for values in latencies.values() for v in values]
