@@ -174,24 +174,15 @@ def _recv_all(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-class EchoServer:
-    """Echoes every TCP connection back, on ``ip:port`` inside namespace ``netns``."""
+class _TcpServer:
+    """Accepts connections on ``listener`` in a thread; ``close()`` ends the listener and every connection."""
 
-    def __init__(self, netns: str, ip: IPv4Address, port: int = ECHO_PORT) -> None:
-        self.netns = netns
-        self.ip = ip
-        self.port = port
-        self._listener = _socket_in(netns)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((str(ip), port))
-        self._listener.listen(64)
+    def __init__(self, listener: socket.socket, name: str) -> None:
+        self._listener = listener
         self._stopped = threading.Event()
-        self._connections: list[socket.socket] = []
-        self.peers: list[IPv4Address] = []
-        """Source address of every connection accepted (shows whether traffic was masqueraded)."""
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, name=f"echo-{netns}", daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._accept, name=name, daemon=True)
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
@@ -199,12 +190,51 @@ class EchoServer:
                 conn, peer = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                self._connections.append(conn)
-                self.peers.append(IPv4Address(peer[0]))
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+            self._serve(conn, IPv4Address(peer[0]))
 
-    def _echo(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, peer: IPv4Address) -> None:
+        raise NotImplementedError
+
+    def _track(self, *sockets: socket.socket) -> None:
+        with self._lock:
+            self._sockets += sockets
+
+    def close(self) -> None:
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._sockets.clear()
+
+
+class EchoServer(_TcpServer):
+    """Echoes every TCP connection back, on ``ip:port`` inside namespace ``netns``."""
+
+    def __init__(self, netns: str, ip: IPv4Address, port: int = ECHO_PORT) -> None:
+        self.netns = netns
+        self.ip = ip
+        self.port = port
+        listener = _socket_in(netns)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((str(ip), port))
+        listener.listen(64)
+        super().__init__(listener, f"echo-{netns}")
+        self.peers: list[IPv4Address] = []
+        """Source address of every connection accepted (shows whether traffic was masqueraded)."""
+        self._thread.start()
+
+    def _serve(self, conn: socket.socket, peer: IPv4Address) -> None:
+        self._track(conn)
+        with self._lock:
+            self.peers.append(peer)
+        threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while True:
                 data = conn.recv(1 << 16)
@@ -213,17 +243,6 @@ class EchoServer:
                 conn.sendall(data)
         with contextlib.suppress(OSError):
             conn.close()
-
-    def close(self) -> None:
-        self._stopped.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            for conn in self._connections:
-                with contextlib.suppress(OSError):
-                    conn.close()
-            self._connections.clear()
 
 
 def tcp_echo(netns: str, ip: IPv4Address, *, port: int = ECHO_PORT, size: int = 64, timeout: float = 2.0) -> bool:
@@ -308,41 +327,31 @@ def scratch_namespace(role: str = "scratch") -> Iterator[str]:
         _drop_namespace(name)
 
 
-class TcpRelay:
+class TcpRelay(_TcpServer):
     """Forwards TCP connections accepted on ``listener`` (e.g. inside a namespace) to ``target``."""
 
     def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
-        self._listener = listener
+        super().__init__(listener, "tcp-relay")
         self._target = target
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="tcp-relay", daemon=True)
 
     def start(self) -> TcpRelay:
         self._listener.listen(128)
         self._thread.start()
         return self
 
-    def _accept(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            # gRPC's small frames must not wait for delayed ACKs in the relay.
-            for sock in (client, upstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+    def _serve(self, conn: socket.socket, peer: IPv4Address) -> None:
+        try:
+            upstream = socket.create_connection(self._target, timeout=5)
+            upstream.settimeout(None)
+        except OSError:
+            conn.close()
+            return
+        # gRPC's small frames must not wait for delayed ACKs in the relay.
+        for sock in (conn, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._track(conn, upstream)
+        for source, sink in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -355,17 +364,6 @@ class TcpRelay:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._stopped.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.close()
-            self._sockets.clear()
 
 
 class KernelRouteSink:
