@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -44,6 +45,16 @@ NETWORK_CONFIG = '{"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type":
 
 def _calls(cluster: LocalCluster, action: str) -> int:
     return sum(cluster.emulator.faults.counters().get(action, {}).values())
+
+
+def _writer_passes(cluster: LocalCluster) -> int:
+    """Reconcile passes of the route table so far, summed over the nodes (only the writer makes any)."""
+    pattern = re.compile(r'^flannel_alivpc_reconcile_duration_seconds_count\{table="([^"]+)"\} (\S+)$', re.M)
+    total = 0.0
+    for node in cluster.nodes:
+        _, text = node.healthz("/metrics")
+        total += sum(float(count) for table, count in pattern.findall(text) if table == cluster.route_table_id)
+    return int(total)
 
 
 def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_window: float) -> dict[str, float]:
@@ -73,12 +84,14 @@ def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_windo
         converged = time.monotonic() - started
         writes = _calls(cluster, "CreateRouteEntries") - creates_before
         # Idle: count every API call of the whole cluster over a few resync periods.
+        passes_before = _writer_passes(cluster)
         cluster.emulator.faults.reset_counters()
         pids = [node.process.pid for node in cluster.nodes if node.process is not None]
         cpu_before = sum(cpu_seconds(pid) for pid in pids)
         time.sleep(idle_window)
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         idle_calls = sum(sum(v.values()) for v in cluster.emulator.faults.counters().values())
+        resyncs = max(1, _writer_passes(cluster) - passes_before)
         entries = len(cluster.table_entries()) + 2  # + the System entries
         floor = math.ceil(n / 50) * route_delay
         return {
@@ -91,7 +104,8 @@ def run_one(n: int, *, nodes: int, route_delay: float, resync: float, idle_windo
             "write_calls": writes,
             "min_write_calls": math.ceil(n / 50),
             "write_calls_vs_min": round(writes / math.ceil(n / 50), 3),
-            "idle_calls_per_resync": round(idle_calls / (idle_window / resync), 2),
+            "idle_resyncs": resyncs,
+            "idle_calls_per_resync": round(idle_calls / resyncs, 2),
             "table_pages": math.ceil(entries / 100),
             "idle_calls_per_minute": round(idle_calls * 60 / idle_window, 1),
             "daemon_rss_mib_max": round(max(rss_mib(pid) for pid in pids), 1),
