@@ -210,7 +210,7 @@ class Lease:
     subnet: IPv4Network
     attrs: LeaseAttrs
     expiration: float | None = None
-    """Wall-clock expiry; None for a reservation (a key with no etcd lease)."""
+    """Wall-clock expiry; None for a reservation (a key with no etcd lease) or when not looked up."""
     etcd_lease: int = 0
 
 

@@ -288,7 +288,7 @@ class RouteDaemon:
                 self.vxlan_loop.mark_dirty()
             manager.wake()
 
-        watcher = LeaseWatcher(etcd, self.config.etcd_prefix, on_change)
+        watcher = LeaseWatcher(etcd, self.config.etcd_prefix, on_change, fetch_expirations=False)
         self.watcher = watcher
         for table_id in table_ids:
             assert cloud is not None and identity is not None

@@ -176,8 +176,13 @@ class LeaseWatcher:
         clock: Clock = time.time,
         backoff_initial: float = WATCH_BACKOFF_INITIAL,
         backoff_max: float = WATCH_BACKOFF_MAX,
+        fetch_expirations: bool = True,
     ) -> None:
         self._client = client
+        # One TimeToLive call per etcd lease (as flannel does) only when someone reads the
+        # expirations: the daemon does not need them, and at 1000 leases they cost most of
+        # a cold start. Without them a leased key's expiration is left None.
+        self._fetch_expirations = fetch_expirations
         self._prefix = subnets_prefix(prefix)
         self._on_change = on_change
         self._clock = clock
@@ -331,8 +336,8 @@ class LeaseWatcher:
         return Lease(subnet=subnet, attrs=attrs, expiration=self._expiration(kv.lease_id), etcd_lease=kv.lease_id)
 
     def _expiration(self, lease_id: int) -> float | None:
-        if not lease_id:
-            return None  # a reservation: a key with no etcd lease
+        if not lease_id or not self._fetch_expirations:
+            return None  # a reservation (a key with no etcd lease), or expirations not wanted
         with self._lock:
             if lease_id in self._expiry:
                 return self._expiry[lease_id]

@@ -110,6 +110,20 @@ def test_one_ttl_lookup_per_lease(client: EtcdClient, raw: etcd3.Etcd3Client, ch
         assert sorted(looked_up) == sorted([*ids, new_id])
 
 
+def test_without_expirations_no_ttl_lookups_are_made(client: EtcdClient, raw: etcd3.Etcd3Client, changes: Changes,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up: list[int] = []
+    monkeypatch.setattr(client, "lease_remaining", lambda lease_id: looked_up.append(lease_id))
+    lease_id = put_lease(raw, "10.5.1.0-24", bare_value("192.168.0.1"))
+    with LeaseWatcher(client, PREFIX, changes, fetch_expirations=False) as watcher:
+        assert watcher.wait_in_sync(5)
+        lease = watcher.snapshot().leases[IPv4Network("10.5.1.0/24")]
+        assert lease.etcd_lease == lease_id and lease.expiration is None
+        put_lease(raw, "10.5.2.0-24", bare_value("192.168.0.2"))
+        wait_for(lambda: IPv4Network("10.5.2.0/24") in watcher.snapshot().leases, what="the new lease")
+    assert looked_up == []
+
+
 def test_compaction_makes_it_relist(client: EtcdClient, raw: etcd3.Etcd3Client, changes: Changes,
                                     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="flannel_alivpc.routed.leases")
