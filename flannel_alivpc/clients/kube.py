@@ -31,6 +31,8 @@ from kubernetes.client.exceptions import ApiException
 
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.kube import (
+    SERVICE_NAME_LABEL,
+    EndpointSlice,
     KubeConflict,
     KubeError,
     KubeGone,
@@ -41,6 +43,7 @@ from flannel_alivpc.core.kube import (
     Service,
     WatchEvent,
     lease_body,
+    parse_endpoint_slice,
     parse_lease,
     parse_node,
     parse_service,
@@ -83,12 +86,13 @@ def _translate(error: Exception, what: str) -> KubeError:
 
 
 class KubeClient:
-    """Services, Nodes, Events and Leases, typed."""
+    """Services, Nodes, EndpointSlices, Events and Leases, typed."""
 
     def __init__(self, api_client: Any, *, request_timeout: float = 15.0) -> None:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
+        self._discovery = client.DiscoveryV1Api(api_client)
         self.request_timeout = request_timeout
         self._watches: set[Any] = set()
         self._lock = threading.Lock()
@@ -214,6 +218,19 @@ class KubeClient:
 
     def watch_nodes(self, resource_version: str, timeout_seconds: int) -> Iterator[WatchEvent[Node]]:
         return self._watch("watch nodes", self._core.list_node, parse_node, resource_version, timeout_seconds)
+
+    # -- EndpointSlices (discovery.k8s.io/v1) ---------------------------------------------------
+
+    def list_endpoint_slices(self) -> tuple[list[EndpointSlice], str]:
+        """Every EndpointSlice that belongs to a Service (labelled ``kubernetes.io/service-name``)."""
+        return self._list("list endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces,
+                          parse_endpoint_slice, label_selector=SERVICE_NAME_LABEL)
+
+    def watch_endpoint_slices(self, resource_version: str,
+                              timeout_seconds: int) -> Iterator[WatchEvent[EndpointSlice]]:
+        return self._watch("watch endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces,
+                           parse_endpoint_slice, resource_version, timeout_seconds,
+                           label_selector=SERVICE_NAME_LABEL)
 
     # -- Events -----------------------------------------------------------------------------
 

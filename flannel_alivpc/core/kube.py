@@ -96,6 +96,35 @@ class Node:
     internal_ips: tuple[str, ...] = ()
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label that ties an EndpointSlice to its Service."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node_name: str = ""
+    ready: bool = False
+    """``conditions.ready``; a missing value counts as ready, as the API documents."""
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    """A discovery.k8s.io/v1 EndpointSlice, reduced to what decides SLB backends."""
+
+    meta: ObjectMeta
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.meta.namespace}/{self.meta.name}"
+
+    @property
+    def service_key(self) -> str | None:
+        """``namespace/name`` of the Service this slice belongs to (None without the label)."""
+        name = self.meta.labels.get(SERVICE_NAME_LABEL)
+        return f"{self.meta.namespace}/{name}" if name else None
+
+
 @dataclass(frozen=True)
 class Lease:
     name: str
@@ -176,6 +205,16 @@ def parse_node(raw: Mapping[str, Any]) -> Node:
                 if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address"))
     return Node(meta=parse_meta(raw), provider_id=str(spec.get("providerID") or ""),
                 unschedulable=bool(spec.get("unschedulable")), ready=ready, taints=taints, internal_ips=ips)
+
+
+def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
+    endpoints = []
+    for item in raw.get("endpoints") or ():
+        if not isinstance(item, dict):
+            continue
+        ready = _dict(item.get("conditions")).get("ready")
+        endpoints.append(Endpoint(node_name=str(item.get("nodeName") or ""), ready=ready is None or ready is True))
+    return EndpointSlice(meta=parse_meta(raw), endpoints=tuple(endpoints))
 
 
 MICROTIME = "%Y-%m-%dT%H:%M:%S"

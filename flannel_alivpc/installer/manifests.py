@@ -48,6 +48,8 @@ DEFAULT_IMAGE = f"{IMAGE_NAME}:{__version__}"
 CNI_PLUGIN_IMAGE = "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel1"
 HEALTHZ_PORT = 8471
 HEALTHZ_IP = "127.0.0.1"
+SLB_HEALTHZ_PORT = 8473
+"""The SLB controller's /healthz (host network, so not the daemon's port on the same node)."""
 DEFAULT_POD_CIDR = "172.16.0.0/16"
 DEFAULT_SERVICE_CIDR = "172.19.0.0/20"
 ETCD_ENDPOINT_PLACEHOLDER = "https://REPLACE-WITH-MASTER-IP:2379"
@@ -247,6 +249,7 @@ def rbac() -> list[dict[str, Any]]:
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "update", "patch"]},
             {"apiGroups": [""], "resources": ["services/status"], "verbs": ["update", "patch"]},
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
         ],
     }
@@ -276,11 +279,12 @@ def rbac() -> list[dict[str, Any]]:
 
 
 def slb_args() -> list[str]:
-    return ["slb-controller"]
+    return ["slb-controller", "--healthz-ip", HEALTHZ_IP, "--healthz-port", str(SLB_HEALTHZ_PORT)]
 
 
 def slb_deployment(values: ManifestValues) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": SLB_NAME}
+    probe = {"httpGet": {"host": HEALTHZ_IP, "path": "/healthz", "port": SLB_HEALTHZ_PORT}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -314,6 +318,11 @@ def slb_deployment(values: ManifestValues) -> dict[str, Any]:
                         "env": _key_env(),
                         "securityContext": _hardened(root=False),
                         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "384Mi"}},
+                        # Unhealthy: a watch ended for good, or (leader) a Service failed 10 passes in a row.
+                        "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 30,
+                                          "failureThreshold": 4},
+                        "readinessProbe": {"httpGet": {**probe["httpGet"], "path": "/readyz"},
+                                           "periodSeconds": 10},
                     }],
                 },
             },
@@ -368,7 +377,8 @@ def repository_files(values: ManifestValues | None = None) -> dict[str, str]:
     return {
         "rbac.yaml": yamlout.dump_all(rbac(), [
             "ServiceAccounts and RBAC. The route daemon needs no Kubernetes API access;",
-            "the SLB controller watches Services and Nodes and holds a leader Lease.", _REGENERATE]),
+            "the SLB controller watches Services, Nodes and EndpointSlices and holds a leader Lease.",
+            _REGENERATE]),
         "net-conf-alivpc.yaml": yamlout.dump_all([configmap(v)], [
             "Network config for VPC clusters (the guide's flannel-vpc.yml, without the access key).",
             "Set Network to the cluster's pod CIDR; put net-conf.json into etcd at",

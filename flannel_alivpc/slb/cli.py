@@ -43,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--lease-name", default="flannel-alivpc-slb-controller", help="name of the election Lease")
     parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default 15)")
     parser.add_argument("--identity", default=None, help="this replica's name in the Lease (default hostname_pid)")
+    parser.add_argument("--healthz-ip", default="0.0.0.0", help="address of /healthz, /readyz and /metrics "
+                        "(default %(default)s)")
+    parser.add_argument("--healthz-port", type=int, default=0,
+                        help="port of /healthz, /readyz and /metrics (default 0: off)")
     parser.set_defaults(func=run)
     return parser
 
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from flannel_alivpc.clients.slb import SlbClient
     from flannel_alivpc.core.errors import ConfigError, MetadataError
     from flannel_alivpc.slb.controller import CloudAccess, ControllerSettings, ServiceController
+    from flannel_alivpc.slb.health import HealthServer
     from flannel_alivpc.slb.leader import LeaderElector
 
     if args.workers < 1:
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--resync-interval must be at least 1 second")
     if args.lease_duration < 3:
         raise ConfigError("--lease-duration must be at least 3 seconds")
+    if not 0 <= args.healthz_port <= 65535:
+        raise ConfigError("--healthz-port must be between 0 and 65535")
     cloud = build_cloud(CloudConfig(region=args.region, api_endpoint=args.api_endpoint,
                                     metadata_url=args.metadata_url.rstrip("/")))
     region = cloud.api.region
@@ -106,11 +113,24 @@ def run(args: argparse.Namespace) -> int:
     log.info("slb-controller: region %s, cluster id %s, %d workers, resync every %.0fs, %s", region,
              args.cluster_id, args.workers, args.resync_interval,
              "leader election on" if elector else "no leader election")
-    controller.start()
+    health = None
+    if args.healthz_port:
+        try:
+            health = HealthServer(args.healthz_ip, args.healthz_port, health=controller.health,
+                                  ready=controller.ready, metrics=controller.metrics,
+                                  api_calls=cloud.api.counter.snapshot)
+        except OSError as error:
+            raise ConfigError(f"cannot serve /healthz on {args.healthz_ip}:{args.healthz_port}: "
+                              f"{error.strerror or error}") from None
+        health.start()
+        log.info("slb-controller: /healthz, /readyz and /metrics on %s:%d", args.healthz_ip, health.port)
     try:
+        controller.start()
         while not stopping.wait(1.0):
             pass
     finally:
+        if health is not None:
+            health.stop()
         controller.stop()
         kube.close()
         cloud.api.close()

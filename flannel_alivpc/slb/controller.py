@@ -2,13 +2,16 @@
 
 Wiring, in the project's one reconcile shape:
 
-* two informers (list + watch, re-list on 410 Gone) keep Services and Nodes in
-  memory. Their events only mark Services dirty in a keyed ``WorkQueue``:
-  a Service change marks that Service, a Node change marks every Service
-  (after a short delay, so a burst of node churn is one pass per Service);
+* three informers (list + watch, re-list on 410 Gone) keep Services, Nodes and
+  EndpointSlices in memory. Their events only mark Services dirty in a keyed
+  ``WorkQueue``: a Service change marks that Service, a Node change marks every
+  Service (after a short delay, so a burst of node churn is one pass per
+  Service), an EndpointSlice change marks its Service when that Service has
+  ``externalTrafficPolicy: Local`` and its ready endpoints per node changed;
 * ``workers`` threads take Services from the queue: one pass at a time per
   Service, Services in parallel. A pass computes the desired SLB (pure, from
-  the Service, its annotations and the Nodes), observes the actual SLB through
+  the Service, its annotations, the Nodes and, for ``Local``, the ready
+  endpoints per node), observes the actual SLB through
   ``clients.slb``, plans the difference (pure) and applies it in the order
   ``slb.plan`` documents; then it sets ``status.loadBalancer.ingress``;
 * after a successful pass a Service is queued again after the jittered resync
@@ -47,12 +50,27 @@ from flannel_alivpc.clients.ecs import EcsClient
 from flannel_alivpc.clients.kube import KubeClient
 from flannel_alivpc.clients.slb import SlbClient
 from flannel_alivpc.core.errors import CloudError, FlannelAliVpcError
-from flannel_alivpc.core.kube import KubeConflict, KubeError, KubeGone, KubeNotFound, Node, Service, WatchEvent
+from flannel_alivpc.core.kube import (
+    EndpointSlice,
+    KubeConflict,
+    KubeError,
+    KubeGone,
+    KubeNotFound,
+    Node,
+    Service,
+    WatchEvent,
+)
 from flannel_alivpc.core.loadbalancer import LoadBalancerInfo, LoadBalancerState
 from flannel_alivpc.core.retry import RetryPolicy, backoff_delay
 from flannel_alivpc.core.workqueue import WorkQueue
 from flannel_alivpc.slb.annotations import Options, Problem, parse_annotations
-from flannel_alivpc.slb.desired import desired_spec, is_load_balancer, select_backends
+from flannel_alivpc.slb.desired import (
+    desired_spec,
+    is_load_balancer,
+    is_local,
+    ready_endpoints_by_node,
+    select_backends,
+)
 from flannel_alivpc.slb.events import NORMAL, WARNING, EventRecorder
 from flannel_alivpc.slb.leader import LeaderElector, NotLeader
 from flannel_alivpc.slb.model import TAG_CLUSTER, TAG_NAME, LoadBalancerSpec, load_balancer_name, owns_listener
@@ -78,6 +96,8 @@ class ControllerSettings:
     node_coalesce: float = 0.5
     vswitch_id: str = ""
     component: str = "flannel-alivpc-slb"
+    stuck_after: int = 10
+    """Consecutive failed passes of one Service after which the leader reports itself unhealthy."""
 
 
 class Problems(FlannelAliVpcError):
@@ -214,6 +234,16 @@ def _node_shape(node: Node) -> Node:
     return dataclasses.replace(node, meta=dataclasses.replace(node.meta, resource_version=""))
 
 
+def _endpoint_counts(endpoint_slice: EndpointSlice | None) -> tuple[str | None, dict[str, int]]:
+    if endpoint_slice is None:
+        return None, {}
+    key = endpoint_slice.service_key
+    return key, ready_endpoints_by_node([endpoint_slice], key) if key else {}
+
+
+PASS_OUTCOMES = ("success", "failure", "problem", "not_leader")
+
+
 @dataclass
 class ControllerStats:
     passes: int = 0
@@ -221,6 +251,11 @@ class ControllerStats:
     applied: int = 0
     """Passes that changed something in the cloud."""
     last_error: str = ""
+    outcomes: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(PASS_OUTCOMES, 0))
+    """Passes by outcome: ``success``, ``failure`` (retried with backoff), ``problem`` (the Service asks
+    for something impossible; reported, not retried) and ``not_leader``."""
+    failing: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Service key -> consecutive failed passes (absent once a pass succeeds)."""
 
 
 class ServiceController:
@@ -248,6 +283,11 @@ class ServiceController:
             "nodes", list_fn=kube.list_nodes, watch_fn=kube.watch_nodes, key=lambda n: n.meta.name,
             version=lambda n: n.meta.resource_version, on_change=self._node_changed,
             watch_timeout=settings.watch_timeout, stop=self._stop)
+        self.endpoints: Informer[EndpointSlice] = Informer(
+            "endpointslices", list_fn=kube.list_endpoint_slices, watch_fn=kube.watch_endpoint_slices,
+            key=lambda e: e.key, version=lambda e: e.meta.resource_version, on_change=self._endpoints_changed,
+            watch_timeout=settings.watch_timeout, stop=self._stop)
+        self._informers = (self.services, self.nodes, self.endpoints)
         self._threads: list[threading.Thread] = []
         if elector is not None:
             elector._on_started = self._started_leading
@@ -257,10 +297,10 @@ class ServiceController:
 
     def start(self, *, sync_timeout: float = 60.0) -> None:
         """Start the informers, wait for their first list, then campaign (or lead) and work."""
-        for informer in (self.services, self.nodes):
+        for informer in self._informers:
             self._spawn(informer.run, f"informer-{informer.name}")
         deadline = time.monotonic() + sync_timeout
-        for informer in (self.services, self.nodes):
+        for informer in self._informers:
             if not informer.synced.wait(max(0.0, deadline - time.monotonic())):
                 raise KubeError(f"the {informer.name} informer did not sync within {sync_timeout:.0f}s")
         for n in range(self.settings.workers):
@@ -328,6 +368,59 @@ class ServiceController:
             if is_load_balancer(service):
                 self.queue.add(service.key, self.settings.node_coalesce)
 
+    def _endpoints_changed(self, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
+        old_key, old_counts = _endpoint_counts(old)
+        new_key, new_counts = _endpoint_counts(new)
+        if old_key == new_key and old_counts == new_counts:
+            return  # nothing that decides backends changed (addresses, ports, other conditions)
+        if not self.services.synced.is_set():
+            return
+        for key in {k for k in (old_key, new_key) if k}:
+            service = self.services.get(key)
+            if service is not None and is_load_balancer(service) and is_local(service):
+                self.queue.add(key, self.settings.service_coalesce)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """(healthy, report): the watches run and, on the leader, no Service is stuck failing."""
+        alive = {t.name for t in self._threads if t.is_alive()}
+        watches = {i.name: i.synced.is_set() and f"informer-{i.name}" in alive for i in self._informers}
+        leading = self.leading
+        with self._stats_lock:
+            failing = dict(self.stats.failing)
+            last_error = self.stats.last_error
+        stuck = sorted(k for k, n in failing.items() if n >= self.settings.stuck_after)
+        services = sum(1 for s in self.services.items() if is_load_balancer(s))
+        healthy = all(watches.values()) and not self._stop.is_set() and not (leading and stuck)
+        report: dict[str, object] = {
+            "healthy": healthy, "role": "leader" if leading else "standby", "watches": watches,
+            "services": services, "failing": failing, "stuck": stuck, "stuck_after": self.settings.stuck_after,
+        }
+        if failing and last_error:
+            report["last_error"] = last_error
+        return healthy, report
+
+    def ready(self) -> bool:
+        """Every informer has listed once (the controller is started)."""
+        return all(i.synced.is_set() for i in self._informers) and not self._stop.is_set()
+
+    def metrics(self) -> dict[str, object]:
+        """Plain data for /metrics: passes by outcome, Services managed, leadership."""
+        with self._stats_lock:
+            outcomes = dict(self.stats.outcomes)
+            failing = len(self.stats.failing)
+        return {"passes": outcomes, "services": sum(1 for s in self.services.items() if is_load_balancer(s)),
+                "failing": failing, "leader": self.leading}
+
+    def _outcome(self, key: str, outcome: str) -> None:
+        with self._stats_lock:
+            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            if outcome == "failure":
+                self.stats.failing[key] = self.stats.failing.get(key, 0) + 1
+            elif outcome != "not_leader":
+                self.stats.failing.pop(key, None)
+
     # -- workers -----------------------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -354,9 +447,11 @@ class ServiceController:
         try:
             self.reconcile(service)
         except NotLeader:
+            self._outcome(key, "not_leader")
             self.queue.add(key)  # done again by whoever leads next (here, if we lead again)
             return
         except Problems as problems:
+            self._outcome(key, "problem")
             self.queue.forget(key)
             assert service is not None
             for problem in problems.problems:
@@ -368,6 +463,7 @@ class ServiceController:
             attempt = self.queue.failed(key)
             policy = RetryPolicy(base_delay=self.settings.backoff_base, max_delay=self.settings.backoff_max)
             delay = backoff_delay(attempt, policy, self._rng)
+            self._outcome(key, "failure")
             with self._stats_lock:
                 self.stats.failures += 1
                 self.stats.last_error = f"{key}: {error}"
@@ -378,6 +474,7 @@ class ServiceController:
                 self.events.emit(service, WARNING, "SyncLoadBalancerFailed", f"Error syncing load balancer: {error}")
             self.queue.add(key, delay)
             return
+        self._outcome(key, "success")
         self.queue.forget(key)
         if self._relevant(self.services.get(key)):
             self.queue.add(key, self._resync_delay())
@@ -419,8 +516,9 @@ class ServiceController:
                 self._remember(desired, info.load_balancer_id)
         assert info is not None
         if not desired.backends:
+            why = " (externalTrafficPolicy: Local: no eligible node runs a ready endpoint)" if is_local(service) else ""
             self.events.emit(service, WARNING, "UnAvailableLoadBalancer",
-                             "There are no available nodes for LoadBalancer")
+                             f"There are no available nodes for LoadBalancer{why}")
         if service.ingress_ips != (info.address,):
             self.guard()
             self.kube.set_service_ingress(service, [info.address])
@@ -432,7 +530,8 @@ class ServiceController:
         region = options.region or self.settings.region
         nodes = self.nodes.items()
         self.cloud.resolve_ips([ip for node in nodes if not node.provider_id for ip in node.internal_ips])
-        choice = select_backends(nodes, options, region, self.cloud.instance_by_ip)
+        endpoints = ready_endpoints_by_node(self.endpoints.items(), service.key) if is_local(service) else None
+        choice = select_backends(nodes, options, region, self.cloud.instance_by_ip, endpoints)
         if choice.unresolved:
             log.warning("service %s: no ECS instance known for nodes %s (providerID <region>.<instance-id> "
                         "or a private IP of an instance in %s); left out", service.key,
@@ -440,7 +539,7 @@ class ServiceController:
         default_vswitch = ""
         if options.address_type == "intranet" and options.network_type != "classic" and not options.vswitch_id:
             default_vswitch = self.settings.vswitch_id or self.cloud.default_vswitch()
-        desired, problems = desired_spec(service, options, backends=choice.instance_ids,
+        desired, problems = desired_spec(service, options, backends=choice.backends,
                                          cluster_id=self.settings.cluster_id, region=region,
                                          default_vswitch=default_vswitch)
         if desired is None:

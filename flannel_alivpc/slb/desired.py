@@ -1,4 +1,5 @@
-"""What one Service's SLB should look like: a pure function of the Service, its annotations and the Nodes.
+"""What one Service's SLB should look like: a pure function of the Service, its annotations, the Nodes
+and (``externalTrafficPolicy: Local``) the Service's ready endpoints per node.
 
 No I/O here. The controller resolves what needs the cloud (instance ids of
 nodes without a usable providerID, the default vSwitch) and passes it in.
@@ -6,10 +7,10 @@ nodes without a usable providerID, the default vSwitch) and passes it in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from flannel_alivpc.core.kube import Node, Service
+from flannel_alivpc.core.kube import EndpointSlice, Node, Service
 from flannel_alivpc.slb.annotations import PREFIX, Options, Problem
 from flannel_alivpc.slb.model import (
     TAG_SERVICE,
@@ -27,6 +28,8 @@ EXCLUDE_LABELS = (
     "alpha.service-controller.kubernetes.io/exclude-balancer",
 )
 AUTOSCALER_TAINT = "ToBeDeletedByClusterAutoscaler"
+DEFAULT_WEIGHT = 100
+MAX_WEIGHT = 100
 BACKEND_PORT_DEFAULT = "-520"
 """HealthCheckConnectPort meaning "the backend server port"."""
 
@@ -67,29 +70,67 @@ def instance_from_provider_id(provider_id: str, region: str) -> str | None:
     return instance
 
 
+def is_local(service: Service) -> bool:
+    """``externalTrafficPolicy: Local``: only nodes running ready endpoints receive traffic."""
+    return service.external_traffic_policy == "Local"
+
+
+def ready_endpoints_by_node(slices: Iterable[EndpointSlice], service_key: str) -> dict[str, int]:
+    """Node name -> number of ready endpoints of the Service ``namespace/name`` on it."""
+    counts: dict[str, int] = {}
+    for endpoint_slice in slices:
+        if endpoint_slice.service_key != service_key:
+            continue
+        for endpoint in endpoint_slice.endpoints:
+            if endpoint.ready and endpoint.node_name:
+                counts[endpoint.node_name] = counts.get(endpoint.node_name, 0) + 1
+    return counts
+
+
+def local_weight(endpoints: int) -> int:
+    """The backend weight of a node running ``endpoints`` ready endpoints (1..100)."""
+    return max(1, min(MAX_WEIGHT, endpoints))
+
+
 @dataclass(frozen=True)
 class BackendChoice:
-    instance_ids: tuple[str, ...]
+    backends: tuple[BackendSpec, ...]
     unresolved: tuple[str, ...]
     """Eligible nodes whose instance is unknown (names)."""
 
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        return tuple(b.server_id for b in self.backends)
+
 
 def select_backends(nodes: Iterable[Node], options: Options, region: str,
-                    instance_by_ip: Callable[[str], str | None]) -> BackendChoice:
-    """Instance ids of the eligible nodes: from providerID, else looked up by InternalIP."""
-    found: dict[str, None] = {}
+                    instance_by_ip: Callable[[str], str | None],
+                    endpoints: Mapping[str, int] | None = None) -> BackendChoice:
+    """The eligible nodes' instances (from providerID, else looked up by InternalIP) and their weights.
+
+    ``endpoints`` (node name -> ready endpoints) is given for ``externalTrafficPolicy: Local``:
+    then only eligible nodes with at least one ready endpoint are backends, weighted by that
+    count (1..100). Without it (``Cluster``) every eligible node is a backend of weight 100.
+    """
+    found: dict[str, int] = {}
     unresolved: list[str] = []
     for node in sorted(nodes, key=lambda n: n.meta.name):
         if not eligible(node, options):
             continue
+        weight = DEFAULT_WEIGHT
+        if endpoints is not None:
+            count = endpoints.get(node.meta.name, 0)
+            if count <= 0:
+                continue
+            weight = local_weight(count)
         instance = instance_from_provider_id(node.provider_id, region)
         if instance is None and not node.provider_id:
             instance = next((i for i in map(instance_by_ip, node.internal_ips) if i), None)
         if instance is None:
             unresolved.append(node.meta.name)
-        else:
-            found[instance] = None
-    return BackendChoice(tuple(found), tuple(unresolved))
+        elif instance not in found:
+            found[instance] = weight
+    return BackendChoice(tuple(BackendSpec(i, w) for i, w in found.items()), tuple(unresolved))
 
 
 def listener_attributes(protocol: str, options: Options, *, description: str) -> dict[str, str]:
@@ -132,7 +173,7 @@ def listener_attributes(protocol: str, options: Options, *, description: str) ->
     return attrs
 
 
-def desired_spec(service: Service, options: Options, *, backends: Iterable[str], cluster_id: str,
+def desired_spec(service: Service, options: Options, *, backends: Iterable[BackendSpec | str], cluster_id: str,
                  region: str, default_vswitch: str = "") -> tuple[LoadBalancerSpec | None, list[Problem]]:
     """The SLB for ``service``, or ``None`` and the problems that prevent computing it."""
     problems: list[Problem] = []
@@ -175,5 +216,6 @@ def desired_spec(service: Service, options: Options, *, backends: Iterable[str],
         client_token=f"k8s-{meta.uid}", tags=tags, reuse_id=options.reuse_id,
         force_override=options.force_override, address_type=options.address_type, network_type=network_type,
         vswitch_id=vswitch, charge_type=options.charge_type, bandwidth=options.bandwidth, spec=options.spec,
-        listeners=tuple(listeners), backends=tuple(BackendSpec(i) for i in backends),
+        listeners=tuple(listeners),
+        backends=tuple(b if isinstance(b, BackendSpec) else BackendSpec(b) for b in backends),
     ), []

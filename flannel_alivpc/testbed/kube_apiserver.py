@@ -7,7 +7,8 @@ implements:
 
 * resources: core/v1 Services (status subresource), Nodes (status
   subresource), Namespaces, Events; events.k8s.io/v1 Events;
-  coordination.k8s.io/v1 Leases;
+  coordination.k8s.io/v1 Leases; discovery.k8s.io/v1 EndpointSlices (stored as
+  written: no controller derives them from Pods, tests write them);
 * one cluster-wide ``resourceVersion`` counter; every write bumps it;
 * list (label selectors ``k=v``, ``k!=v``, ``k``, ``!k``; field selectors
   ``metadata.name``/``metadata.namespace``) returns the list's resourceVersion;
@@ -34,7 +35,7 @@ implements:
 * errors are ``Status`` objects with the real reasons and codes.
 
 Test hooks: ``requests`` (every request with its bearer-token user),
-``inject_failure`` (the next N matching requests fail with a status),
+``inject_failure`` (the next N matching requests fail with a status; ``clear_failures``),
 ``compact`` (forget the history so old watches get 410), ``write_kubeconfig``.
 """
 
@@ -84,6 +85,7 @@ RESOURCES = (
     Resource("v1", "events", "Event", True, False),
     Resource("events.k8s.io/v1", "events", "Event", True, False),
     Resource("coordination.k8s.io/v1", "leases", "Lease", True, False),
+    Resource("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True, False),
 )
 
 
@@ -420,6 +422,11 @@ class KubeApiServer:
         """The next ``count`` requests whose method and path match fail with ``status``."""
         with self._cond:
             self._failures.append(_Failure(method.upper(), re.compile(path_pattern), status, count))
+
+    def clear_failures(self) -> None:
+        """Forget every failure injected and not yet used up."""
+        with self._cond:
+            self._failures.clear()
 
     def compact(self) -> int:
         """Forget all history: a watch from any earlier resourceVersion gets 410 Gone."""

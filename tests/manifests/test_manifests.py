@@ -137,7 +137,17 @@ def test_the_slb_controller_deployment() -> None:
     commands = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))  # type: ignore[union-attr]
     if "slb-controller" not in commands.choices:  # type: ignore[attr-defined]
         pytest.skip("the slb-controller subcommand is not in this tree yet")
-    parser.parse_args(container["args"])
+    args = parser.parse_args(container["args"])
+    assert args.healthz_port == manifests.SLB_HEALTHZ_PORT != manifests.HEALTHZ_PORT  # both on the host network
+    for probe in (container["livenessProbe"], container["readinessProbe"]):
+        assert probe["httpGet"]["port"] == args.healthz_port
+        assert probe["httpGet"]["host"] == args.healthz_ip
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    role = next(d for d in documents("rbac.yaml") if d["kind"] == "ClusterRole")
+    watched = {(group, resource) for rule in role["rules"] if {"list", "watch"} <= set(rule["verbs"])
+               for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert {("", "services"), ("", "nodes"), ("discovery.k8s.io", "endpointslices")} <= watched
 
 
 def test_images_are_this_version() -> None:

@@ -58,6 +58,7 @@ class SlbBed:
         admin = kube.write_kubeconfig(tmp / "admin.kubeconfig", token="admin-token")
         self.api = config.new_client_from_config(str(admin))
         self.core = client.CoreV1Api(self.api)
+        self.discovery = client.DiscoveryV1Api(self.api)
         self.controllers: list[ServiceController] = []
         self.apis: dict[str, AliyunApi] = {}
 
@@ -89,9 +90,10 @@ class SlbBed:
 
     def create_service(self, name: str, ports: list[tuple[int, str]] | None = None, *,
                        annotations: dict[str, str] | None = None, namespace: str = "default",
-                       service_type: str = "LoadBalancer") -> dict[str, Any]:
+                       service_type: str = "LoadBalancer", traffic_policy: str | None = None) -> dict[str, Any]:
         body = {"metadata": {"name": name, "annotations": annotations or {}},
                 "spec": {"type": service_type, "selector": {"app": name},
+                         **({"externalTrafficPolicy": traffic_policy} if traffic_policy else {}),
                          "ports": [{"name": f"p{port}", "port": port, "protocol": proto, "targetPort": 8080}
                                    for port, proto in (ports or [(80, "TCP")])]}}
         created: dict[str, Any] = self.api.sanitize_for_serialization(
@@ -101,6 +103,31 @@ class SlbBed:
     def patch_annotations(self, name: str, annotations: dict[str, str | None], namespace: str = "default") -> None:
         self.core.patch_namespaced_service(name, namespace, {"metadata": {"annotations": annotations}},
                                            _content_type="application/merge-patch+json")
+
+    def set_traffic_policy(self, name: str, policy: str, namespace: str = "default") -> None:
+        self.core.patch_namespaced_service(name, namespace, {"spec": {"externalTrafficPolicy": policy}},
+                                           _content_type="application/merge-patch+json")
+
+    def set_endpoints(self, service: str, endpoints: list[tuple[str, bool]], *, slice_name: str | None = None,
+                      namespace: str = "default") -> None:
+        """Create or replace an EndpointSlice of ``service`` with these (node name, ready) endpoints."""
+        name = slice_name or f"{service}-abcde"
+        body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"kubernetes.io/service-name": service}},
+                "ports": [{"name": "p80", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [f"10.244.{n // 250}.{n % 250 + 1}"], "nodeName": node,
+                               "conditions": {"ready": ready}} for n, (node, ready) in enumerate(endpoints)]}
+        existing = self.kube.get_object("discovery.k8s.io/v1", "endpointslices", namespace, name)
+        if existing is None:
+            self.discovery.create_namespaced_endpoint_slice(namespace, body)
+        else:
+            self.discovery.replace_namespaced_endpoint_slice(name, namespace, body)
+
+    def weights(self, name: str) -> dict[str, int]:
+        """Backend instance -> weight of the Service's SLB."""
+        lb = self.lb_for(name)
+        return {b.server_id: b.weight for b in lb.backends} if lb is not None else {}
 
     def service(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
         return self.kube.get_object("v1", "services", namespace, name)
