@@ -191,8 +191,15 @@ def run_plan(steps: list[Step], ctx: Any, run: RunContext,
                 run.state.save(run.fs)
             continue
         if run.dry_run:
+            try:
+                lines = step.plan(ctx)
+            except StepBlocked as error:
+                # Its check could not tell, and what it would do depends on the same missing input.
+                report.say(f"{label}: would fail:\n{_indent(str(error))}")
+                fine = False
+                continue
             report.say(f"{label}: would run: {step.title}{detail}")
-            for line in step.plan(ctx):
+            for line in lines:
                 report.say(f"      {line}")
             continue
         if not started:

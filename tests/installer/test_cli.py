@@ -120,6 +120,23 @@ def test_dry_run_through_the_cli(emulator: Emulator, topology: Topology, tmp_pat
     assert sorted(os.listdir(root / "etc")) == ["fstab", "os-release"]
 
 
+def test_dry_run_without_metadata_lists_every_blocked_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_root(tmp_path / "root")
+    monkeypatch.setattr(install_cli, "runner_factory", RecordingRunner)
+    monkeypatch.setenv("ACCESS_KEY_ID", "ak")
+    monkeypatch.setenv("ACCESS_KEY_SECRET", "sk-not-shown")
+    # Nothing listens on port 1 of loopback: the metadata service is unreachable.
+    code = cli.main(["install", "--node-type", "master", "--dry-run", "--root", str(root), "--region", "cn-hangzhou",
+                     "--metadata-url", "http://127.0.0.1:1", "--discovery", "token://"])
+    out = capsys.readouterr().out
+    assert code != 0
+    assert "[9/12] network-config: would fail" in out and "[11/12] manifests: would fail" in out
+    assert "set --metadata-url" in out
+    assert "[12/12] join-command: would run" in out  # the other steps are still shown
+    assert "sk-not-shown" not in out
+
+
 def test_config_errors_exit_2(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     assert cli.main(["install", "--node-type", "node", "--root", str(tmp_path)]) == 2
     assert "a node needs --discovery" in caplog.text
