@@ -1,15 +1,15 @@
 """Keeps one VPC route table in line with the flannel leases (while this node is its writer).
 
-One pass: take the lease snapshot, compute the desired entries (pure), list
-the table (the one observation), plan (pure), then apply one batch at a time:
+One pass: list the table (the one full observation), take the lease snapshot,
+compute the desired entries and the plan (pure), then apply one batch at a time:
 
 1. wait until no entry of the table is Pending or Deleting: the table takes
    one change at a time, and a write into a busy table is refused;
 2. create missing entries, at most 50 per call (CreateRouteEntries);
 3. delete stale and wrong-next-hop entries, at most 50 per call;
 4. after each batch, poll only the entries it touched until they settle (the
-   next batch cannot start before); once the plan is applied, observe again
-   and plan afresh, until the table matches the leases.
+   next batch cannot start before), then plan the next batch from the latest
+   leases and what the polls showed. The whole table is listed once per pass.
 
 A crash at any point leaves the table in a state the next pass repairs.
 """
