@@ -8,19 +8,13 @@ successful reconcile was. ``/readyz`` turns 200 once subnet.env is written.
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-log = logging.getLogger(__name__)
+from flannel_alivpc.health_http import HealthHttpServer, HealthReport
 
-HealthReport = Callable[[], tuple[bool, dict[str, Any]]]
 MetricsSource = Callable[[], dict[str, Any]]
 
 
@@ -75,46 +69,7 @@ class _Collector:
                     leases, malformed)
 
 
-class HealthServer:
+class HealthServer(HealthHttpServer):
     def __init__(self, host: str, port: int, *, health: HealthReport, ready: Callable[[], bool],
                  metrics: MetricsSource) -> None:
-        registry = CollectorRegistry()
-        registry.register(_Collector(metrics))
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug(format, *args)
-
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/healthz"):
-                    ok, report = health()
-                    self._send(200 if ok else 503, "application/json", json.dumps(report, indent=1).encode())
-                elif self.path.startswith("/readyz"):
-                    ok = ready()
-                    self._send(200 if ok else 503, "text/plain", b"ready\n" if ok else b"not ready\n")
-                elif self.path.startswith("/metrics"):
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-                else:
-                    self._send(404, "text/plain", b"not found\n")
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, port, health=health, ready=ready, collector=_Collector(metrics), name="healthz")

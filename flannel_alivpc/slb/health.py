@@ -1,7 +1,6 @@
 """/healthz, /readyz and Prometheus /metrics for the SLB controller.
 
-The same shape as the route daemon's server (``routed.health``), kept separate:
-the route daemon and the SLB controller never import each other.
+Served by ``health_http``, as the route daemon's endpoints are.
 
 * ``/healthz``: 200 while the watches run and, on the leader, no Service has
   failed ``stuck_after`` passes in a row; else 503. The JSON body says leader or
@@ -13,19 +12,13 @@ the route daemon and the SLB controller never import each other.
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-log = logging.getLogger(__name__)
+from flannel_alivpc.health_http import HealthHttpServer, HealthReport
 
-HealthReport = Callable[[], tuple[bool, Mapping[str, Any]]]
 MetricsSource = Callable[[], Mapping[str, Any]]
 ApiCalls = Callable[[], Mapping[tuple[str, str], int]]
 
@@ -57,48 +50,8 @@ class _Collector:
         yield from (passes, api, services, failing, leader)
 
 
-class HealthServer:
+class HealthServer(HealthHttpServer):
     def __init__(self, host: str, port: int, *, health: HealthReport, ready: Callable[[], bool],
                  metrics: MetricsSource, api_calls: ApiCalls = dict) -> None:
-        registry = CollectorRegistry()
-        registry.register(_Collector(metrics, api_calls))
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug(format, *args)
-
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    ok, report = health()
-                    self._send(200 if ok else 503, "application/json",
-                               json.dumps(report, indent=1, sort_keys=True).encode())
-                elif path == "/readyz":
-                    ok = ready()
-                    self._send(200 if ok else 503, "text/plain", b"ready\n" if ok else b"not ready\n")
-                elif path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-                else:
-                    self._send(404, "text/plain", b"not found\n")
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="slb-healthz", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(host, port, health=health, ready=ready, collector=_Collector(metrics, api_calls),
+                         name="slb-healthz")
