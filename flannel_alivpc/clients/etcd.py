@@ -185,7 +185,8 @@ def _map_error(error: BaseException, op: str, endpoint: Endpoint) -> EtcdError:
     where = f"etcd {op} at {endpoint.url}"
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or (
             code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details):
-        return EtcdAuthError(f"{where}: {details}; check --etcd-username/--etcd-password and the user's role")
+        return EtcdAuthError(f"{where}: {details}; check --etcd-username, env FLANNELD_ETCD_PASSWORD "
+                             "and the user's role")
     if _is_timeout(error) or _is_connection_error(error):
         return EtcdUnavailable(f"{where}: {details}")
     name = code.name if code is not None else type(error).__name__
@@ -256,7 +257,8 @@ class EtcdClient:
         if any(e.secure for e in self._endpoints) and not ca_file:
             raise ConfigError("an https etcd endpoint needs --etcd-cafile (the CA that signed the etcd server)")
         if bool(username) != bool(password):
-            raise ConfigError("etcd authentication needs both --etcd-username and --etcd-password")
+            raise ConfigError("etcd authentication needs both --etcd-username and the password "
+                              "(env FLANNELD_ETCD_PASSWORD)")
         self._ca_file = ca_file
         self._cert_file = cert_file
         self._key_file = key_file

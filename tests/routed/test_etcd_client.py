@@ -38,7 +38,7 @@ def test_parse_endpoints_accepts_flannel_lists() -> None:
     ({"endpoints": "unix:///run/etcd.sock"}, "scheme must be http or https"),
     ({"endpoints": "https://etcd:2379"}, "--etcd-cafile"),
     ({"endpoints": "http://etcd:2379", "cert_file": "c.pem"}, "--etcd-keyfile"),
-    ({"endpoints": "http://etcd:2379", "username": "root"}, "--etcd-password"),
+    ({"endpoints": "http://etcd:2379", "username": "root"}, "FLANNELD_ETCD_PASSWORD"),
 ])
 def test_bad_settings_are_config_errors(kwargs: dict[str, str], message: str) -> None:
     endpoints = kwargs.pop("endpoints")
