@@ -12,10 +12,16 @@ The first one present wins. Missing settings take the 2017 defaults (the
 A value that does not parse is a ``Problem`` naming the annotation as the user
 wrote it and the value; ``parse_annotations`` returns every problem at once and
 no options, and the controller then leaves the SLB as it is.
+
+``review_annotations`` finds what the controller does not read at all: keys
+under an Alibaba Cloud prefix that are no setting here (a typo gets the closest
+name) and the cloud controller manager's settings this controller does not
+implement. They change nothing; the controller reports each once.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,6 +87,21 @@ BY_NAME = {s.name: s for s in SETTINGS}
 PROTOCOLS = ("tcp", "udp", "http", "https")
 SCHEDULERS = ("rr", "wrr", "wlc", "sch", "tch")
 HTTP_CODES = ("http_2xx", "http_3xx", "http_4xx", "http_5xx")
+UNSUPPORTED: tuple[str, ...] = (
+    "name", "resource-group-id", "additional-resource-tags", "delete-protection", "modification-protection",
+    "instance-charge-type", "master-zoneid", "slave-zoneid", "ip-version", "ip", "external-ip-type", "hostname",
+    "preserve-lb-on-delete", "tls-cipher-policy", "http2-enabled", "forward-port", "domain-extensions",
+    "idle-timeout", "request-timeout", "established-timeout", "proxy-protocol", "xforwardedfor-proto",
+    "xforwardedfor-slbport", "xforwardedfor-clientsrcport", "connection-drain", "connection-drain-timeout",
+    "health-check-method", "vgroup-port", "weight", "default-weight", "ignore-weight-update",
+    "backend-ip-version", "type", "tunnel-type",
+)
+"""Settings of the Alibaba Cloud CCM (kebab names under both prefixes) that this controller does not read."""
+UNSUPPORTED_KEYS = ("service.beta.kubernetes.io/backend-type",)
+"""Whole keys of the CCM, outside the load balancer prefixes, that this controller does not read."""
+ALIBABA_PREFIXES = ("service.beta.kubernetes.io/alibaba-cloud-", "service.beta.kubernetes.io/alicloud-")
+UNKNOWN = "UnknownAnnotation"
+UNSUPPORTED_REASON = "UnsupportedAnnotation"
 _LABEL_KEY = re.compile(r"^([A-Za-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -311,3 +332,61 @@ def _cross_checks(r: _Reader, o: Options) -> None:
             r.fail(*r.raw("acl-type"), "is required when acl-status is on (white or black)")
     if o.address_type == "intranet" and o.charge_type == "paybybandwidth" and r.present("charge-type"):
         r.fail(*r.raw("charge-type"), "an intranet SLB cannot be paybybandwidth")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An annotation the controller does not read: it has no effect, and the user should know."""
+
+    annotation: str
+    reason: str
+    """The Event reason: ``UnknownAnnotation`` or ``UnsupportedAnnotation``."""
+    message: str
+
+
+_READ_KEYS = frozenset(key for setting in SETTINGS for key in keys_for(setting))
+_LOAD_BALANCER_PREFIXES = (PREFIX, LEGACY_PREFIX)
+
+
+def _closest(name: str, candidates: list[str], cutoff: float) -> str | None:
+    """The candidate most like ``name`` ignoring case (CamelCase and kebab-case spellings alike)."""
+    by_lower = {c.lower(): c for c in candidates}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return by_lower[found[0]] if found else None
+
+
+def _review(key: str) -> Notice:
+    unread = f"annotation {key} has no effect"
+    prefix = next((p for p in _LOAD_BALANCER_PREFIXES if key.startswith(p)), None)
+    if prefix is not None:
+        name = key[len(prefix):]
+        if name in UNSUPPORTED:
+            return Notice(key, UNSUPPORTED_REASON,
+                          f"{unread}: flannel-alivpc's SLB controller does not implement {name!r}")
+        names = [s.name for s in SETTINGS] + [s.camel for s in SETTINGS if s.camel] + list(UNSUPPORTED)
+        match = _closest(name, names, cutoff=0.7)
+    else:
+        # Another Alibaba Cloud key, or a misspelt prefix: compared whole, so the shared
+        # prefix must not make any two keys look alike.
+        match = _closest(key, sorted(_READ_KEYS) + [PREFIX + n for n in UNSUPPORTED], cutoff=0.95)
+        prefix = ""
+    if match is None:
+        return Notice(key, UNKNOWN, f"{unread}: it is not an SLB setting flannel-alivpc knows "
+                                    f"(docs/slb-controller.md lists them)")
+    either = " (not implemented either)" if match in UNSUPPORTED else ""
+    return Notice(key, UNKNOWN, f"{unread}: it is not an SLB setting flannel-alivpc knows; "
+                                f"did you mean {prefix}{match}?{either}")
+
+
+def review_annotations(annotations: Mapping[str, str]) -> list[Notice]:
+    """The annotations under an Alibaba Cloud prefix that nothing reads, and the CCM's ones not implemented."""
+    notices = []
+    for key in sorted(annotations):
+        if key in _READ_KEYS:
+            continue
+        if key in UNSUPPORTED_KEYS:
+            notices.append(Notice(key, UNSUPPORTED_REASON, f"annotation {key} has no effect: flannel-alivpc's "
+                                                           f"SLB controller does not implement it"))
+        elif key.startswith(ALIBABA_PREFIXES):
+            notices.append(_review(key))
+    return notices

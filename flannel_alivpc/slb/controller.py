@@ -32,7 +32,10 @@ Safety rules:
 * if the SLB is gone while the Service still shows its address, it is not
   created again silently (the address would change): an Event says so;
 * an invalid annotation stops the pass before anything is written: a Warning
-  Event and a log line name the annotation and the value.
+  Event and a log line name the annotation and the value;
+* an annotation nothing reads (a typo, or a CCM setting not implemented here)
+  changes nothing: it gets one Warning Event and one log line per Service, not
+  one per pass (what was reported is remembered until the annotation goes).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from flannel_alivpc.core.kube import (
 from flannel_alivpc.core.loadbalancer import LoadBalancerInfo, LoadBalancerState
 from flannel_alivpc.core.retry import RetryPolicy, backoff_delay
 from flannel_alivpc.core.workqueue import WorkQueue
-from flannel_alivpc.slb.annotations import Options, Problem, parse_annotations
+from flannel_alivpc.slb.annotations import Options, Problem, parse_annotations, review_annotations
 from flannel_alivpc.slb.desired import (
     desired_spec,
     is_load_balancer,
@@ -274,6 +277,9 @@ class ServiceController:
         self._lb_ids: dict[str, tuple[str, str]] = {}
         """Service UID -> (region, SLB id) of SLBs found by their tags (ownership proven)."""
         self._ids_lock = threading.Lock()
+        self._noticed: dict[str, frozenset[str]] = {}
+        """Service UID -> the unread annotations already reported (each gets one Event, not one per pass)."""
+        self._noticed_lock = threading.Lock()
         self.events = EventRecorder(kube, component=settings.component, guard=self.guard)
         self.services: Informer[Service] = Informer(
             "services", list_fn=kube.list_services, watch_fn=kube.watch_services, key=lambda s: s.key,
@@ -355,6 +361,9 @@ class ServiceController:
             return
         if old is not None and new is not None and _service_shape(old) == _service_shape(new):
             return  # only what our own writes change (status, finalizers, resourceVersion)
+        if new is None and old is not None:
+            with self._noticed_lock:
+                self._noticed.pop(old.meta.uid, None)
         current = new if new is not None else old
         if current is not None:
             self.queue.add(current.key, self.settings.service_coalesce)
@@ -489,6 +498,7 @@ class ServiceController:
             if FINALIZER in service.meta.finalizers:
                 self._clean_up(service)
             return
+        self._report_unread_annotations(service)
         options, problems = parse_annotations(service.meta.annotations)
         if options is None:
             raise Problems("InvalidAnnotation", problems)
@@ -525,6 +535,25 @@ class ServiceController:
         if not plan.empty:
             self.events.emit(service, NORMAL, "EnsuredLoadBalancer",
                              f"Ensured load balancer {info.load_balancer_id}: {plan.summary()}")
+
+    def _report_unread_annotations(self, service: Service) -> None:
+        """One Warning Event and log line for each annotation nothing reads, the first time it is seen."""
+        notices = review_annotations(service.meta.annotations)
+        uid = service.meta.uid
+        with self._noticed_lock:
+            reported = self._noticed.get(uid, frozenset())
+        fresh = [n for n in notices if n.annotation not in reported]
+        if fresh:
+            self.guard()
+        for notice in fresh:
+            log.warning("service %s: %s", service.key, notice.message)
+            self.events.emit(service, WARNING, notice.reason, notice.message)
+        with self._noticed_lock:
+            # Only what is still there: an annotation removed and added again is reported again.
+            if notices:
+                self._noticed[uid] = frozenset(n.annotation for n in notices)
+            else:
+                self._noticed.pop(uid, None)
 
     def _desired(self, service: Service, options: Options) -> LoadBalancerSpec:
         region = options.region or self.settings.region
