@@ -44,7 +44,9 @@ class NetworkConfig:
     subnet_min: IPv4Network
     subnet_max: IPv4Network
     backend_type: str
+    """flannel's reading of ``Backend.Type``: "udp" with no Backend at all, "" for a Backend without Type."""
     backend: Mapping[str, Any] = field(default_factory=dict)
+    enable_nftables: bool = False
 
     def backend_value(self, name: str, default: Any = None) -> Any:
         """A Backend key, matched case-insensitively as Go's json decoder does."""
@@ -63,70 +65,176 @@ class NetworkConfig:
         )
 
 
+_ABSENT = object()
+_EXAMPLE = '{"Network": "10.244.0.0/16", "Backend": {"Type": "ali-vpc"}}'
+
+
 def parse_network_config(raw: bytes | str, *, source: str = "network config") -> NetworkConfig:
-    """Parse and validate flannel's network config JSON with flannel's defaults."""
+    """flannel's ParseConfig + CheckNetworkConfig: the same documents accepted, the same defaults.
+
+    Go's decoder rules carry over: keys match case-insensitively (the last of
+    several spellings wins), unknown keys are ignored, a value of the wrong
+    JSON type is an error. flannel's quirks are kept on purpose so that a
+    config flanneld accepts is accepted here and means the same: SubnetMin and
+    SubnetMax are plain addresses (a CIDR is refused), "0.0.0.0" means unset,
+    and SubnetMin above SubnetMax is accepted (allocation then finds nothing).
+    IPv6 is refused until dual stack exists.
+    """
     try:
         data = json.loads(raw)
     except ValueError as error:
-        raise ConfigError(f"{source} is not valid JSON ({error}); fix the value, e.g. "
-                          '{"Network": "10.244.0.0/16", "Backend": {"Type": "ali-vpc"}}') from None
+        raise ConfigError(f"{source} is not valid JSON ({error}); fix the value, e.g. {_EXAMPLE}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source} must be a JSON object")
+        raise ConfigError(f"{source} must be a JSON object, e.g. {_EXAMPLE}")
     lowered = {k.lower(): v for k, v in data.items()}
-    if lowered.get("enableipv6"):
-        raise ConfigError(f"{source}: EnableIPv6 is not supported by flannel-alivpc; remove it")
-    if lowered.get("enableipv4") is False:
-        raise ConfigError(f"{source}: EnableIPv4 must be true")
-    raw_network = lowered.get("network")
-    if not raw_network:
-        raise ConfigError(f'{source} has no "Network"; set it to the pod CIDR, e.g. "10.244.0.0/16"')
-    try:
-        network = ipaddress.IPv4Network(raw_network, strict=False)
-    except ValueError:
-        raise ConfigError(f'{source}: "Network" {raw_network!r} is not an IPv4 CIDR') from None
-    subnet_len = lowered.get("subnetlen") or 0
-    if not isinstance(subnet_len, int):
-        raise ConfigError(f'{source}: "SubnetLen" must be an integer')
-    if subnet_len == 0:
-        if network.prefixlen > 28:
-            raise ConfigError(f"{source}: network {network} is too small; flannel needs at least a /28")
+    enable_ipv4 = _bool_field(lowered, "EnableIPv4", True, source)
+    enable_ipv6 = _bool_field(lowered, "EnableIPv6", False, source)
+    enable_nftables = _bool_field(lowered, "EnableNFTables", False, source)
+    _check_ipv6_syntax(lowered, source)
+    if enable_ipv6:
+        raise ConfigError(f"{source}: EnableIPv6 is not supported by flannel-alivpc yet (no dual stack); "
+                          "remove it or set it to false")
+    if not enable_ipv4:
+        raise ConfigError(f"{source}: EnableIPv4 false leaves nothing to do (IPv6-only is not supported); "
+                          "remove it or set it to true")
+    if "network" not in lowered:
+        raise ConfigError(f'{source} has no "Network"; please define a correct Network parameter, '
+                          'the pod CIDR, e.g. "10.244.0.0/16"')
+    network = _network_field(lowered["network"], source)
+    subnet_len = _uint_field(lowered, "SubnetLen", source)
+    if subnet_len > 0:
+        if subnet_len > 30:
+            raise ConfigError(f'{source}: "SubnetLen" {subnet_len} is too long, SubnetLen must be less than /31; '
+                              "use at most 30")
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(f'{source}: "SubnetLen" {subnet_len} leaves fewer than 4 subnets in {network} '
+                              f"(the network must be able to accommodate at least four); use at least "
+                              f"{network.prefixlen + 2}")
+    elif network.prefixlen > 28:
+        raise ConfigError(f"{source}: network {network} is too small; the minimum useful network prefix is /28")
+    else:
         subnet_len = 24 if network.prefixlen <= 22 else network.prefixlen + 2
-    if subnet_len > 30:
-        raise ConfigError(f'{source}: "SubnetLen" {subnet_len} is too long; at most 30')
-    if subnet_len < network.prefixlen + 2:
-        raise ConfigError(f'{source}: "SubnetLen" {subnet_len} leaves fewer than 4 subnets in {network}; '
-                          f"use at least {network.prefixlen + 2}")
     size = 1 << (32 - subnet_len)
     first = int(network.network_address)
-    subnet_min = _subnet_bound(lowered.get("subnetmin"), IPv4Network((first + size, subnet_len)),
-                               subnet_len, "SubnetMin", source)
-    last = first + network.num_addresses - size
-    subnet_max = _subnet_bound(lowered.get("subnetmax"), IPv4Network((last, subnet_len)),
-                               subnet_len, "SubnetMax", source)
-    if not (subnet_min.subnet_of(network) and subnet_max.subnet_of(network)):
-        raise ConfigError(f"{source}: SubnetMin/SubnetMax must lie inside {network}")
-    if int(subnet_min.network_address) > int(subnet_max.network_address):
-        raise ConfigError(f"{source}: SubnetMin {subnet_min} is above SubnetMax {subnet_max}")
-    backend = lowered.get("backend")
-    if backend is None:
-        backend = {}
-    if not isinstance(backend, dict):
-        raise ConfigError(f'{source}: "Backend" must be an object like {{"Type": "ali-vpc"}}')
-    backend_type = next((str(v) for k, v in backend.items() if k.lower() == "type"), "udp")
-    return NetworkConfig(network=network, subnet_len=subnet_len, subnet_min=subnet_min,
-                         subnet_max=subnet_max, backend_type=backend_type, backend=backend)
+    subnet_min = _subnet_bound(lowered, "SubnetMin", first + size, network, subnet_len, source)
+    subnet_max = _subnet_bound(lowered, "SubnetMax", first + network.num_addresses - size, network, subnet_len,
+                               source)
+    backend, backend_type = _backend_field(lowered, source)
+    return NetworkConfig(network=network, subnet_len=subnet_len, subnet_min=subnet_min, subnet_max=subnet_max,
+                         backend_type=backend_type, backend=backend, enable_nftables=enable_nftables)
 
 
-def _subnet_bound(raw: Any, default: IPv4Network, subnet_len: int, name: str, source: str) -> IPv4Network:
-    if not raw:
+def _bool_field(fields: Mapping[str, Any], name: str, default: bool, source: str) -> bool:
+    value = fields.get(name.lower())
+    if value is None:  # absent, or JSON null (which Go leaves at the default)
         return default
+    if not isinstance(value, bool):
+        raise ConfigError(f'{source}: "{name}" must be true or false, got {json.dumps(value)}')
+    return value
+
+
+def _uint_field(fields: Mapping[str, Any], name: str, source: str) -> int:
+    value = fields.get(name.lower())
+    if value is None:
+        return 0
+    # Go decodes into a uint: a JSON integer literal >= 0; 24.0, "24" and true are errors.
+    if type(value) is not int or value < 0:
+        raise ConfigError(f'{source}: "{name}" must be a non-negative integer like 24, got {json.dumps(value)}')
+    return value
+
+
+def _network_field(value: Any, source: str) -> IPv4Network:
+    text = value if isinstance(value, str) else json.dumps(value)
+    if "/" not in text:
+        raise ConfigError(f'{source}: "Network" {text!r} is not a CIDR; write it with its prefix length, '
+                          'e.g. "10.244.0.0/16"')
     try:
-        address = ipaddress.IPv4Address(str(raw).split("/")[0])
+        # flannel (net.ParseCIDR) keeps the network part of an address with host bits set.
+        network = IPv4Network(text, strict=False)
     except ValueError:
-        raise ConfigError(f"{source}: {name} {raw!r} is not an IPv4 address") from None
+        raise ConfigError(f'{source}: "Network" {text!r} is not an IPv4 CIDR; e.g. "10.244.0.0/16"') from None
+    if network.prefixlen == 0 and int(network.network_address) == 0:
+        raise ConfigError(f'{source}: "Network" 0.0.0.0/0 is not a usable pod network; please define a correct '
+                          'Network parameter, e.g. "10.244.0.0/16"')
+    return network
+
+
+def _parse_ipv4(text: str) -> ipaddress.IPv4Address | None:
+    """An IPv4 address as Go's net.ParseIP + To4 reads one (IPv4-mapped IPv6 included); None otherwise."""
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv6Address(text).ipv4_mapped
+    except ValueError:
+        return None
+
+
+def _subnet_bound(fields: Mapping[str, Any], name: str, default: int, network: IPv4Network, subnet_len: int,
+                  source: str) -> IPv4Network:
+    raw = fields.get(name.lower(), _ABSENT)
+    if raw is _ABSENT:
+        return IPv4Network((default, subnet_len))
+    address = _parse_ipv4(raw) if isinstance(raw, str) else None
+    if address is None:
+        hint = " (an address, not a CIDR)" if isinstance(raw, str) and "/" in raw else ""
+        raise ConfigError(f'{source}: "{name}" {json.dumps(raw)} is not an IPv4 address{hint}; write the first '
+                          f'address of a subnet, e.g. "{IPv4Network((default, subnet_len)).network_address}"')
+    if int(address) == 0:
+        return IPv4Network((default, subnet_len))  # flannel reads 0.0.0.0 as "not set"
+    if address not in network:
+        raise ConfigError(f"{source}: {name} {address} is not in the range of the Network {network}")
     if int(address) % (1 << (32 - subnet_len)):
-        raise ConfigError(f"{source}: {name} {raw} is not aligned to SubnetLen /{subnet_len}")
-    return IPv4Network((int(address), subnet_len))
+        raise ConfigError(f"{source}: {name} {address} is not on a SubnetLen boundary (/{subnet_len}); use "
+                          f"{IPv4Network((address, subnet_len), strict=False).network_address}")
+    return IPv4Network((address, subnet_len))
+
+
+def _check_ipv6_syntax(fields: Mapping[str, Any], source: str) -> None:
+    """The IPv6 keys are decoded by flannel even with IPv6 off, so a malformed one fails there too."""
+    raw_network = fields.get("ipv6network", _ABSENT)
+    if raw_network is not _ABSENT:
+        try:
+            ipaddress.ip_network(str(raw_network), strict=False)
+            if not isinstance(raw_network, str):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f'{source}: "IPv6Network" {json.dumps(raw_network)} is not a CIDR; fix or remove '
+                              "it") from None
+    for name in ("IPv6SubnetMin", "IPv6SubnetMax"):
+        raw = fields.get(name.lower())
+        if raw is None:
+            continue
+        try:
+            ipaddress.ip_address(str(raw))
+            if not isinstance(raw, str):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f'{source}: "{name}" {json.dumps(raw)} is not an IP address; fix or remove '
+                              "it") from None
+    _uint_field(fields, "IPv6SubnetLen", source)
+
+
+def _backend_field(fields: Mapping[str, Any], source: str) -> tuple[Mapping[str, Any], str]:
+    """The Backend object and flannel's parseBackendType reading of it."""
+    if "backend" not in fields:
+        return {}, "udp"  # flannel's default when there is no Backend at all
+    backend = fields["backend"]
+    if backend is None:
+        return {}, ""  # Go keeps the raw "null", which decodes to an empty Type
+    if not isinstance(backend, dict):
+        raise ConfigError(f'{source}: "Backend" must be an object like {{"Type": "ali-vpc"}}, got '
+                          f"{json.dumps(backend)}")
+    backend_type: Any = ""
+    for key, value in backend.items():
+        if key.lower() == "type":
+            backend_type = value
+    if backend_type is None:
+        backend_type = ""
+    if not isinstance(backend_type, str):
+        raise ConfigError(f'{source}: Backend "Type" must be a string like "ali-vpc", got {json.dumps(backend_type)}')
+    return backend, backend_type
 
 
 # -- lease keys and values --------------------------------------------------------
@@ -231,6 +339,10 @@ def pick_free_subnet(
         if not any(subnet.overlaps(other) for other in taken_list):
             candidates.append(subnet)
         address += size
+    if not candidates and int(config.subnet_min.network_address) > stop:
+        raise ConfigError(f"out of subnets: SubnetMin {config.subnet_min.network_address} is above SubnetMax "
+                          f"{config.subnet_max.network_address}, so there is none to allocate; fix SubnetMin/SubnetMax "
+                          "in the network config")
     if not candidates:
         raise ConfigError(f"out of subnets: every /{config.subnet_len} in {config.network} "
                           f"({config.subnet_min}..{config.subnet_max}) is leased")
