@@ -2,7 +2,9 @@
 
 Region: the ``--region`` flag, else the metadata service. Endpoint: the
 ``--api-endpoint`` flag, else env ``ALIYUN_API_ENDPOINT``, else the SDK's own
-resolution (over HTTPS). Credentials: ``ACCESS_KEY_ID``/``ACCESS_KEY_SECRET``
+resolution (over HTTPS). Credentials: a key passed in (the network config's
+Backend keys, as flannel's old ali-vpc backend took them), else
+``ACCESS_KEY_ID``/``ACCESS_KEY_SECRET``
 (or the ``ALIBABA_CLOUD_*`` names) from the environment, else the RAM role of
 the instance, read from the metadata service.
 """
@@ -11,10 +13,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flannel_alivpc.clients.aliyun_sdk import DEFAULT_RETRY, AliyunApi
-from flannel_alivpc.clients.credentials import CredentialProvider, RamRoleCredentials, credentials_from_env
+from flannel_alivpc.clients.credentials import (
+    CredentialProvider,
+    RamRoleCredentials,
+    StaticCredentials,
+    credentials_from_env,
+)
 from flannel_alivpc.clients.ecs import EcsClient
 from flannel_alivpc.clients.metadata import MetadataClient
 from flannel_alivpc.clients.vpc import VpcClient
@@ -38,6 +45,8 @@ class CloudConfig:
     retry: RetryPolicy = DEFAULT_RETRY
     ram_refresh_margin: float = 900.0
     """Refresh RAM role credentials when less than max(this, a quarter of their lifetime) remains."""
+    access_key: StaticCredentials | None = field(default=None, repr=False)
+    """A key from the network config (flannel's old ali-vpc Backend keys); wins over the environment, as there."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def build_cloud(config: CloudConfig, env: Mapping[str, str] = os.environ) -> Clo
             region = metadata.region_id()
         except MetadataError as error:
             raise ConfigError(f"no --region given and the metadata service could not tell it: {error}") from None
-    credentials: CredentialProvider | None = credentials_from_env(env)
+    credentials: CredentialProvider | None = config.access_key or credentials_from_env(env)
     if credentials is None:
         credentials = RamRoleCredentials(metadata, config.ram_role, min_refresh_margin=config.ram_refresh_margin)
     endpoint = config.api_endpoint or env.get(ENDPOINT_ENV) or None

@@ -520,6 +520,19 @@ class EtcdClient:
             return None
         return lease_id
 
+    def put_if_absent(self, key: str, value: bytes | str) -> bool:
+        """Write ``key`` (with no lease) only if it does not exist; True when this call wrote it."""
+        raw_key = _to_bytes(key)
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=raw_key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw_key, value=_to_bytes(value)))],
+        )
+
+        def run(c: _Connection) -> bool:
+            return bool(c.client.kvstub.Txn(request, self.timeout, **c.kw()).succeeded)
+
+        return self._call("create", run)
+
     def put_with_new_lease(self, key: str, value: bytes | str, ttl: int) -> int:
         """flannel's updateSubnet (renewal): a new ``ttl`` lease and a plain put; returns the lease id.
 

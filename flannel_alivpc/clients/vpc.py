@@ -210,6 +210,11 @@ class VpcClient:
             return False
         return True
 
+    def modify_route_entry(self, table_id: str, entry: RouteEntry, *, name: str, description: str) -> None:
+        """Rename an entry and set its description in place (ModifyRouteEntry); its next hop is unchanged."""
+        self.api.call("vpc", "ModifyRouteEntry", {"RouteTableId": table_id, "RouteEntryId": entry.entry_id,
+                                                  "RouteEntryName": name, "Description": description})
+
     def create_route_entries(self, table_id: str, specs: Sequence[RouteSpec]) -> BatchResult:
         """Create entries with CreateRouteEntries, at most ``BATCH_LIMIT`` per call.
 

@@ -1,31 +1,102 @@
 """Desired VPC route entries from flannel leases, ownership, and the plan that reconciles them.
 
-Ownership is what keeps this daemon from repeating the old backend's worst bug
-(it deleted every custom route that pointed at its node). An entry is ours to
-change only when all of these hold:
+Which leases get an entry
+    Every lease of an ali-vpc node in this VPC: ours carry the ECS instance in
+    their BackendData (``InstanceId``); flannel's own ali-vpc backend (v0.8 to
+    v0.19) wrote bare leases, ``{"PublicIP": ..., "PublicIPv6": null}``, whose
+    instance is found by its address (``legacy_address``; the route writer
+    resolves those with one batched ECS lookup). A bare lease whose instance is
+    not known yet gets no entry made, and no entry for its subnet is deleted.
 
-* it is a ``Custom`` entry whose next hop type is ``Instance``;
-* its destination lies inside the flannel ``Network`` (so ``0.0.0.0/0``, VPN,
-  NAT and secondary-CIDR routes are never touched, whatever they point at).
+Which entries are ours
+    Only a ``Custom`` entry with an ``Instance`` next hop and a destination
+    inside the flannel ``Network`` is ever considered (so ``0.0.0.0/0``, VPN,
+    NAT and secondary-CIDR routes are never touched, whatever they point at).
+    Among those, an entry is *ours* only when its Description carries this
+    cluster's marker (``route_description``), which we write on every entry we
+    create. That proof comes from the cloud side, so two clusters in one VPC
+    with the same default Network, or a hand-made entry inside it, are told
+    apart: their entries are reported (``conflict``, ``unmanaged``) and never
+    changed.
 
-Among owned entries, one whose destination has a valid lease pointing at
-another instance is replaced (the node was replaced); one whose lease is gone
-is deleted, but only once the lease snapshot is complete and the subnet is not
-held by a malformed lease (unknown state is never a reason to delete).
+    An unmarked entry that already routes a live lease's subnet to that lease's
+    instance (what flannel's old backend or flannel-alivpc 0.1 made) is
+    *adopted*: the marker is written onto it in place (ModifyRouteEntry), never
+    deleted and re-created, so a rolling upgrade never drops a packet.
+
+What changes
+    Among our entries, one whose destination has a valid lease pointing at
+    another instance is replaced (the node was replaced); one with no lease of
+    any format is deleted, but only once the lease snapshot is complete and no
+    malformed or unresolved lease holds the subnet (unknown state is never a
+    reason to delete).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from flannel_alivpc.core.cloud import RouteEntry, RouteSpec
-from flannel_alivpc.core.network import IPv4Network, Lease
+from flannel_alivpc.core.network import BACKEND_TYPE, IPv4Network, Lease
 
 ROUTE_NAME = "flannel-alivpc"
-"""RouteEntryName given to the entries we create (for operators; ownership does not rely on it)."""
+"""RouteEntryName given to the entries we create or adopt (for operators; ownership uses the Description)."""
+
+_MARKER = "flannel-alivpc cluster "
+_MARKER_PATTERN = re.compile(r"^flannel-alivpc cluster ([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?![A-Za-z0-9._-])")
+_CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def valid_cluster_id(cluster_id: str) -> bool:
+    """Letters, digits, ``.``, ``_``, ``-``; at most 64 characters (it must fit a route Description)."""
+    return bool(_CLUSTER_ID.match(cluster_id))
+
+
+def route_description(cluster_id: str) -> str:
+    """The Description that proves an entry is this cluster's (it starts with a letter, as the API demands)."""
+    if not valid_cluster_id(cluster_id):
+        raise ValueError(f"cluster id {cluster_id!r} is not usable in a route entry description")
+    return f"{_MARKER}{cluster_id}; managed by flannel-alivpc, do not edit"
+
+
+def entry_cluster(entry: RouteEntry) -> str | None:
+    """The cluster whose marker ``entry`` carries, or None for an unmarked entry."""
+    match = _MARKER_PATTERN.match(entry.description or "")
+    return match.group(1) if match else None
+
+
+def legacy_address(lease: Lease) -> ipaddress.IPv4Address | None:
+    """The PublicIP of a lease that names no instance but belongs to an ali-vpc node.
+
+    flannel's ali-vpc backend wrote no BackendType and no BackendData; such a
+    lease is resolved to its instance by address. Leases of other backends
+    (vxlan, host-gw, udp) are not ali-vpc nodes and return None.
+    """
+    if lease.attrs.instance_id or lease.attrs.backend_type not in ("", BACKEND_TYPE):
+        return None
+    return lease.attrs.public_ip
+
+
+def served_by_vpc_table(lease: Lease, vpc_id: str) -> bool:
+    """True when ``vpc_id``'s route tables carry the lease's subnet.
+
+    That is an ali-vpc lease of an instance in this VPC, or a bare lease of
+    flannel's old ali-vpc backend (which only ever ran in a VPC, and whose
+    nodes have no VXLAN device). Leases of other backends (stock flanneld vxlan
+    nodes), of classic-network nodes and of instances in other VPCs get no entry
+    there (VXLAN reaches them).
+    """
+    if legacy_address(lease) is not None:
+        return True
+    if not lease.attrs.instance_id:
+        return False
+    network_type = str(lease.attrs.backend_field("NetworkType") or "vpc")
+    lease_vpc = lease.attrs.backend_field("VpcId")
+    return network_type == "vpc" and not (lease_vpc and lease_vpc != vpc_id)
 
 
 @dataclass(frozen=True)
@@ -34,27 +105,30 @@ class DesiredRoute:
     instance_id: str
 
 
-def served_by_vpc_table(lease: Lease, vpc_id: str) -> bool:
-    """True when ``vpc_id``'s route tables carry the lease's subnet: an ali-vpc lease of an instance in it.
+@dataclass(frozen=True)
+class DesiredRoutes:
+    """What the leases ask of a table: one route per resolvable lease, and the subnets not yet resolvable."""
 
-    Leases of other backends (stock flanneld vxlan nodes), of classic-network
-    nodes and of instances in other VPCs get no entry there (VXLAN reaches them).
-    """
-    if not lease.attrs.instance_id:
-        return False
-    network_type = str(lease.attrs.backend_field("NetworkType") or "vpc")
-    lease_vpc = lease.attrs.backend_field("VpcId")
-    return network_type == "vpc" and not (lease_vpc and lease_vpc != vpc_id)
+    routes: Mapping[IPv4Network, DesiredRoute]
+    unresolved: frozenset[IPv4Network] = frozenset()
+    """Subnets of bare (old-backend) leases whose instance is not known: never deleted, never created."""
 
 
-def desired_routes(leases: Iterable[Lease], *, vpc_id: str) -> dict[IPv4Network, DesiredRoute]:
-    """One route per lease ``served_by_vpc_table``."""
+def desired_routes(leases: Iterable[Lease], *, vpc_id: str,
+                   legacy_instances: Mapping[ipaddress.IPv4Address, str] | None = None) -> DesiredRoutes:
+    """One route per lease ``served_by_vpc_table``; ``legacy_instances`` maps bare leases' PublicIPs to instances."""
     routes: dict[IPv4Network, DesiredRoute] = {}
+    unresolved: set[IPv4Network] = set()
     for lease in leases:
-        instance_id = lease.attrs.instance_id
-        if instance_id and served_by_vpc_table(lease, vpc_id):
+        if not served_by_vpc_table(lease, vpc_id):
+            continue
+        address = legacy_address(lease)
+        instance_id = lease.attrs.instance_id if address is None else (legacy_instances or {}).get(address)
+        if instance_id:
             routes[lease.subnet] = DesiredRoute(lease.subnet, instance_id)
-    return routes
+        else:
+            unresolved.add(lease.subnet)
+    return DesiredRoutes(routes, frozenset(unresolved))
 
 
 def _destination(entry: RouteEntry) -> IPv4Network | None:
@@ -65,8 +139,8 @@ def _destination(entry: RouteEntry) -> IPv4Network | None:
     return net if isinstance(net, ipaddress.IPv4Network) else None
 
 
-def is_owned(entry: RouteEntry, network: IPv4Network) -> bool:
-    """True when ``entry`` is one flannel-alivpc may change (see the module docstring)."""
+def is_node_route(entry: RouteEntry, network: IPv4Network) -> bool:
+    """True for the kind of entry flannel-alivpc could have made: Custom, to an instance, inside the Network."""
     if entry.entry_type != "Custom" or entry.next_hop_type != "Instance":
         return False
     destination = _destination(entry)
@@ -79,6 +153,20 @@ class RouteState(str, Enum):
     MISSING = "missing"
     STALE = "stale"
     WRONG_NEXT_HOP = "wrong-next-hop"
+    ADOPTING = "adopting"
+    """Routes the lease correctly but lacks our marker (old backend, flannel-alivpc 0.1); it is being marked."""
+    CONFLICT = "conflict"
+    """The lease's destination is held by an entry that is not ours; reported, never overwritten."""
+    UNMANAGED = "unmanaged"
+    """An entry inside the Network that is not ours and no lease maps to; left alone."""
+    UNRESOLVED = "unresolved"
+    """A bare lease of flannel's old backend whose instance is not known yet; its subnet is left alone."""
+
+
+_UNRESOLVED = "the lease names no instance (flannel's old ali-vpc backend) and none is known at its PublicIP yet"
+
+HEALTHY_STATES = frozenset({RouteState.OK, RouteState.UNMANAGED})
+"""States that need no action (``routes --check`` is clean when every route is in one)."""
 
 
 @dataclass(frozen=True)
@@ -88,61 +176,93 @@ class RouteStatus:
     desired_instance: str | None
     actual_instance: str | None
     entry_status: str | None
+    reason: str = ""
+    """Why, for states an operator has to act on (conflict, unmanaged, unresolved)."""
 
 
 @dataclass(frozen=True)
 class RoutePlan:
     """What to change in one route table, in the order it must be applied.
 
-    ``create`` goes first (new nodes get connectivity soonest), then ``delete``
-    (stale entries and entries pointing at the wrong instance). A replaced
-    entry's new version is created on the next pass, once the deletion has
-    settled, because a table cannot hold the same destination twice.
+    ``create`` goes first (new nodes get connectivity soonest), then ``adopt``
+    (marking entries that already route correctly; no traffic effect), then
+    ``delete`` (stale entries and entries pointing at the wrong instance). A
+    replaced entry's new version is created on the next pass, once the deletion
+    has settled, because a table cannot hold the same destination twice.
     """
 
     table_id: str
     create: tuple[RouteSpec, ...] = ()
+    adopt: tuple[RouteEntry, ...] = ()
     delete: tuple[RouteEntry, ...] = ()
     kept_for_unknown: tuple[RouteEntry, ...] = ()
-    """Owned entries with no lease that were kept: snapshot incomplete or lease malformed."""
+    """Our entries with no lease that were kept: snapshot incomplete, lease malformed or unresolved."""
     statuses: tuple[RouteStatus, ...] = field(default=(), compare=False)
 
     @property
     def empty(self) -> bool:
-        return not self.create and not self.delete
+        return not self.create and not self.adopt and not self.delete
+
+
+def _holder(entry: RouteEntry) -> str:
+    """Who holds a destination we may not touch, for the conflict message."""
+    if entry.next_hop_type != "Instance" or entry.entry_type != "Custom":
+        return f"a {entry.entry_type} entry to {entry.next_hop_type or 'local'} {entry.next_hop_id or ''}".rstrip()
+    other = entry_cluster(entry)
+    if other is not None:
+        return f"cluster {other}'s entry to {entry.next_hop_id} (another cluster in this VPC uses this Network)"
+    return (f"an entry to {entry.next_hop_id} that flannel-alivpc did not make (hand-made or an old flannel "
+            f"node's for an earlier lease); delete it if nothing uses it")
 
 
 def plan_routes(
     *,
     table_id: str,
-    desired: Mapping[IPv4Network, DesiredRoute],
+    desired: DesiredRoutes,
     actual: Iterable[RouteEntry],
     network: IPv4Network,
     in_sync: bool,
+    cluster_id: str | None,
     protected: Collection[IPv4Network] = (),
 ) -> RoutePlan:
-    """Diff desired routes against one table's entries (pure)."""
-    owned: dict[IPv4Network, RouteEntry] = {}
-    occupied: set[IPv4Network] = set()
+    """Diff desired routes against one table's entries (pure).
+
+    ``cluster_id`` None (no writer has ever run) means no entry is ours yet.
+    """
+    ours: dict[IPv4Network, RouteEntry] = {}
+    others: dict[IPv4Network, RouteEntry] = {}
     for entry in actual:
         destination = _destination(entry)
         if destination is None:
             continue
-        occupied.add(destination)
-        if is_owned(entry, network):
-            owned[destination] = entry
+        if cluster_id is not None and is_node_route(entry, network) and entry_cluster(entry) == cluster_id:
+            ours[destination] = entry
+        else:
+            others[destination] = entry
+    description = route_description(cluster_id) if cluster_id is not None else ""
     create: list[RouteSpec] = []
+    adopt: list[RouteEntry] = []
     delete: list[RouteEntry] = []
     kept: list[RouteEntry] = []
     statuses: list[RouteStatus] = []
-    for destination, route in sorted(desired.items(), key=lambda item: int(item[0].network_address)):
-        current = owned.get(destination)
-        if current is None:
-            # A destination held by an entry we do not own (e.g. a user's route to a
-            # NAT gateway) is reported as missing but never overwritten.
-            if destination not in occupied:
-                create.append(RouteSpec(destination=str(destination), next_hop_id=route.instance_id,
-                                        name=ROUTE_NAME))
+    for destination, route in sorted(desired.routes.items(), key=lambda item: int(item[0].network_address)):
+        current = ours.get(destination)
+        foreign = others.get(destination)
+        if current is None and foreign is not None:
+            if (is_node_route(foreign, network) and entry_cluster(foreign) is None
+                    and foreign.next_hop_id == route.instance_id):
+                # Already routes this lease correctly: mark it as ours where it is.
+                if foreign.status == "Available":
+                    adopt.append(foreign)
+                statuses.append(RouteStatus(destination, RouteState.ADOPTING, route.instance_id,
+                                            foreign.next_hop_id, foreign.status))
+            else:
+                statuses.append(RouteStatus(destination, RouteState.CONFLICT, route.instance_id,
+                                            foreign.next_hop_id, foreign.status,
+                                            reason=f"held by {_holder(foreign)}"))
+        elif current is None:
+            create.append(RouteSpec(destination=str(destination), next_hop_id=route.instance_id,
+                                    name=ROUTE_NAME, description=description))
             statuses.append(RouteStatus(destination, RouteState.MISSING, route.instance_id, None, None))
         elif current.next_hop_id != route.instance_id:
             if current.status == "Available":
@@ -153,13 +273,32 @@ def plan_routes(
             state = RouteState.OK if current.status == "Available" else RouteState.PENDING
             statuses.append(RouteStatus(destination, state, route.instance_id, current.next_hop_id,
                                         current.status))
-    for destination, entry in sorted(owned.items(), key=lambda item: int(item[0].network_address)):
-        if destination in desired:
+    keep = set(protected) | desired.unresolved
+    for destination, entry in sorted(ours.items(), key=lambda item: int(item[0].network_address)):
+        if destination in desired.routes:
             continue
-        statuses.append(RouteStatus(destination, RouteState.STALE, None, entry.next_hop_id, entry.status))
-        if not in_sync or destination in protected:
+        if destination in desired.unresolved:
+            statuses.append(RouteStatus(destination, RouteState.UNRESOLVED, None, entry.next_hop_id, entry.status,
+                                        reason=_UNRESOLVED))
+        else:
+            statuses.append(RouteStatus(destination, RouteState.STALE, None, entry.next_hop_id, entry.status))
+        if not in_sync or destination in keep:
             kept.append(entry)
         elif entry.status == "Available":
             delete.append(entry)
-    return RoutePlan(table_id=table_id, create=tuple(create), delete=tuple(delete),
+    for destination, entry in sorted(others.items(), key=lambda item: int(item[0].network_address)):
+        if destination in desired.routes or not is_node_route(entry, network):
+            continue
+        if destination in desired.unresolved:
+            statuses.append(RouteStatus(destination, RouteState.UNRESOLVED, None, entry.next_hop_id, entry.status,
+                                        reason=_UNRESOLVED))
+            continue
+        other = entry_cluster(entry)
+        reason = f"cluster {other}'s entry" if other else "not made by flannel-alivpc; no lease maps to it"
+        statuses.append(RouteStatus(destination, RouteState.UNMANAGED, None, entry.next_hop_id, entry.status,
+                                    reason=reason))
+    reported = {s.destination for s in statuses}
+    for destination in sorted(desired.unresolved - reported, key=lambda d: int(d.network_address)):
+        statuses.append(RouteStatus(destination, RouteState.UNRESOLVED, None, None, None, reason=_UNRESOLVED))
+    return RoutePlan(table_id=table_id, create=tuple(create), adopt=tuple(adopt), delete=tuple(delete),
                      kept_for_unknown=tuple(kept), statuses=tuple(statuses))

@@ -452,6 +452,53 @@ def delete_route_entry(call: Call) -> dict[str, Any]:
     return {}
 
 
+_ENTRY_NAME_MAX = 128
+_ENTRY_DESCRIPTION_MAX = 256
+
+
+def _check_label(value: str, field_name: str, limit: int) -> None:
+    """The API's rule for RouteEntryName and Description: starts with a letter, no URL, bounded length."""
+    if not value:
+        return
+    if len(value) > limit or not value[0].isalpha() or value.lower().startswith(("http://", "https://")):
+        raise ApiError(400, f"IllegalParam.{field_name}",
+                       f"The {field_name} must be 1 to {limit} characters long, start with a letter and "
+                       f"cannot start with http:// or https://.")
+
+
+def modify_route_entry(call: Call) -> dict[str, Any]:
+    """Renames an entry and sets its description in place; its next hop and status are unchanged."""
+    check_region(call)
+    p = call.params
+    entry_id = p.get("RouteEntryId")
+    table_id = p.get("RouteTableId")
+    destination = _parse_destination(p.get("DestinationCidrBlock")) if p.get("DestinationCidrBlock") else ""
+    if not entry_id and not (table_id and destination):
+        raise ApiError(400, "MissingParameter",
+                       "Either RouteEntryId or RouteTableId and DestinationCidrBlock must be specified.")
+    if p.get("NewNextHopId") or p.get("NewNextHopType"):
+        raise ApiError(400, "UnsupportedOperation", "The emulator changes RouteEntryName and Description only.")
+    table = _table(call, table_id) if table_id else None
+    regional = [t for t in call.state.route_tables.values() if t.region == p.region]
+    entry = _find_entry(table, regional, entry_id, destination, "")
+    if entry is None:
+        raise _route_entry_not_found()
+    if entry.entry_type != "Custom":
+        raise ApiError(400, "OperationDenied", "Specified operation is denied as route entry type is system.")
+    if entry.status(call.now) != "Available":
+        raise ApiError(400, "IncorrectRouteEntryStatus", "Some route entry status blocked this operation.")
+    name, description = p.get("RouteEntryName"), p.get("Description")
+    _check_label(name, "RouteEntryName", _ENTRY_NAME_MAX)
+    _check_label(description, "Description", _ENTRY_DESCRIPTION_MAX)
+    if p.boolean("DryRun"):
+        raise ApiError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+    if name:
+        entry.name = name
+    if description:
+        entry.description = description
+    return {}
+
+
 def delete_route_entries(call: Call) -> dict[str, Any]:
     check_region(call)
     items = _batch_items(call.params)
@@ -494,5 +541,6 @@ action(VPC_VERSION, "DescribeRouteTableList")(describe_route_table_list)
 action(VPC_VERSION, "DescribeRouteEntryList")(describe_route_entry_list)
 action(VPC_VERSION, "CreateRouteEntries", mutating=True)(create_route_entries)
 action(VPC_VERSION, "DeleteRouteEntries", mutating=True)(delete_route_entries)
+action(VPC_VERSION, "ModifyRouteEntry", mutating=True)(modify_route_entry)
 action(VPC_VERSION, "DescribeRegions")(describe_regions)
 action(ECS_VERSION, "DescribeRegions")(describe_regions)

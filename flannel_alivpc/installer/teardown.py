@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from flannel_alivpc.core.cloud import RouteEntry
 from flannel_alivpc.core.network import parse_lease_value, subnet_key
-from flannel_alivpc.core.routes import is_owned
+from flannel_alivpc.core.routes import ROUTE_NAME, entry_cluster, is_node_route
 from flannel_alivpc.installer.context import ADMIN_KUBECONFIG, CONFIG_DIR, KUBELET_KUBECONFIG, SUBNET_ENV, Context
 from flannel_alivpc.installer.plan import STATE_FILE, Status
 
@@ -244,7 +244,9 @@ class VpcRouteEntry:
         found = []
         for table in vpc.list_route_tables(identity.vpc_id):
             found += [e for e in vpc.list_route_entries(table.table_id, entry_type="Custom")
-                      if is_owned(e, network) and e.next_hop_id == identity.instance_id]
+                      if is_node_route(e, network) and e.next_hop_id == identity.instance_id
+                      # only entries flannel-alivpc made: a hand-made route to this node stays
+                      and (entry_cluster(e) is not None or e.name == ROUTE_NAME)]
         return found
 
     def check(self, ctx: Context) -> Status:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flannel_alivpc.clients.cloud import Cloud, CloudConfig, build_cloud
+from flannel_alivpc.clients.credentials import StaticCredentials
 from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.clients.iptables import Iptables
 from flannel_alivpc.clients.netlink import Interface, Netlink, NetlinkMonitor, select_interface
@@ -64,6 +65,7 @@ from flannel_alivpc.core.network import (
 )
 from flannel_alivpc.core.reconcile import ReconcileLoop
 from flannel_alivpc.core.routes import served_by_vpc_table
+from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.core.vxlan import VXLAN_BACKEND_TYPE, VxlanSettings, parse_vxlan_settings, vxlan_backend_data
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.health import HealthServer
@@ -73,10 +75,12 @@ from flannel_alivpc.routed.leases import (
     LeaseManager,
     LeaseSnapshot,
     LeaseWatcher,
+    ensure_cluster_id,
     read_network_config,
     read_previous_subnet,
     write_subnet_env,
 )
+from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 from flannel_alivpc.routed.masq import RESYNC_INTERVAL as MASQ_RESYNC_INTERVAL
 from flannel_alivpc.routed.masq import MasqRules
 from flannel_alivpc.routed.vpc_routes import TableWriter
@@ -101,9 +105,26 @@ def connect_etcd(config: DaemonConfig) -> EtcdClient:
                       key_file=config.etcd_keyfile, username=config.etcd_username, password=config.etcd_password)
 
 
-def connect_cloud(config: DaemonConfig, env: Mapping[str, str]) -> Cloud:
+def backend_access_key(network: NetworkConfig) -> StaticCredentials | None:
+    """The access key flannel's old ali-vpc backend read from the Backend object, if the config still has one.
+
+    As there, it is used only when both halves are set (else the environment
+    or the RAM role is); it works, but every etcd client can read it.
+    """
+    key_id = str(network.backend_value("AccessKeyID") or "")
+    secret = str(network.backend_value("AccessKeySecret") or "")
+    if not (key_id and secret):
+        return None
+    log.warning("the network config's Backend carries AccessKeyID/AccessKeySecret (flannel's old ali-vpc "
+                "backend): using them, but every reader of the config can see the secret; attach a RAM role to "
+                "the instances (docs/route-daemon.md, 'Credentials') and remove both keys from the config")
+    return StaticCredentials(key_id, Secret(secret))
+
+
+def connect_cloud(config: DaemonConfig, env: Mapping[str, str], network: NetworkConfig | None = None) -> Cloud:
     return build_cloud(CloudConfig(region=config.region, api_endpoint=config.api_endpoint,
-                                   metadata_url=config.metadata_url), env)
+                                   metadata_url=config.metadata_url,
+                                   access_key=backend_access_key(network) if network else None), env)
 
 
 def discover_route_tables(cloud: Cloud, identity: InstanceIdentity, explicit: list[str]) -> list[str]:
@@ -184,7 +205,7 @@ class RouteDaemon:
                 self.mode = MODE_VXLAN
                 log.info("Backend.Type vxlan: flanneld-compatible VXLAN on %s; no cloud access", settings.device)
             else:
-                cloud = connect_cloud(config, self.env)
+                cloud = connect_cloud(config, self.env, network)
                 self.cloud = cloud
                 identity = cloud.metadata.identity()
                 if identity.network_type == "classic":
@@ -290,10 +311,17 @@ class RouteDaemon:
 
         watcher = LeaseWatcher(etcd, self.config.etcd_prefix, on_change, fetch_expirations=False)
         self.watcher = watcher
+        if table_ids:
+            assert cloud is not None and identity is not None and identity.vpc_id
+            cluster_id = ensure_cluster_id(etcd, self.config.etcd_prefix)
+            legacy = LegacyLeaseResolver(cloud.ecs, identity.vpc_id)
+            log.info("cluster %s: route entries carry this id in their description (the proof of ownership)",
+                     cluster_id)
         for table_id in table_ids:
             assert cloud is not None and identity is not None
             writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id or "", network=network.network,
-                                 api=cloud.vpc, snapshot=watcher.snapshot, stop=self.stop_event)
+                                 api=cloud.vpc, snapshot=watcher.snapshot, cluster_id=cluster_id,
+                                 legacy=legacy, stop=self.stop_event)
             loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
                                  resync_interval=self.config.resync_interval)
             lock_name = writer_lock_name(self.config.etcd_prefix, table_id)

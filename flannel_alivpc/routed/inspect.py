@@ -1,7 +1,8 @@
 """Operator commands: ``flannel-alivpc routes`` and ``flannel-alivpc leases``.
 
 ``routes`` lists every flannel entry of each managed route table beside the
-leases, with its state (ok, pending, missing, stale, wrong-next-hop), using
+leases, with its state (ok, pending, missing, stale, wrong-next-hop, adopting,
+conflict, unmanaged, unresolved) and why, using
 the same ownership rules and planner as the daemon; ``--check`` exits 3 when
 anything is not ok, 0 when the tables match the leases. Read-only: neither
 command writes to etcd or the cloud.
@@ -17,10 +18,11 @@ from typing import Any, TextIO
 
 from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.core.errors import ConfigError, MetadataError
-from flannel_alivpc.core.routes import RouteState, RouteStatus, desired_routes, plan_routes
+from flannel_alivpc.core.routes import HEALTHY_STATES, RouteStatus, desired_routes, legacy_address, plan_routes
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.daemon import connect_cloud, connect_etcd
-from flannel_alivpc.routed.leases import LeaseSnapshot, LeaseWatcher, read_network_config
+from flannel_alivpc.routed.leases import LeaseSnapshot, LeaseWatcher, read_cluster_id, read_network_config
+from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 
 EXIT_DRIFT = 3
 
@@ -84,7 +86,7 @@ class TableView:
 
     @property
     def clean(self) -> bool:
-        return all(s.state is RouteState.OK for s in self.statuses)
+        return all(s.state in HEALTHY_STATES for s in self.statuses)
 
 
 def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[str, str]) -> list[TableView]:
@@ -92,20 +94,25 @@ def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[s
     try:
         network = read_network_config(etcd, config.etcd_prefix)
         snapshot = load_leases(etcd, config.etcd_prefix)
+        cluster_id = read_cluster_id(etcd, config.etcd_prefix)
     finally:
         etcd.close()
-    cloud = connect_cloud(config, env)
+    cloud = connect_cloud(config, env, network)
     if not vpc_id:
         try:
             vpc_id = cloud.metadata.vpc_id()
         except MetadataError as error:
             raise ConfigError(f"cannot tell which VPC to inspect ({error}); pass --vpc-id") from None
     table_ids = config.route_table_ids or [t.table_id for t in cloud.vpc.list_route_tables(vpc_id)]
-    desired = desired_routes(snapshot.leases.values(), vpc_id=vpc_id)
+    leases = list(snapshot.leases.values())
+    addresses = [a for a in map(legacy_address, leases) if a is not None]
+    legacy = LegacyLeaseResolver(cloud.ecs, vpc_id).resolve(addresses) if addresses else {}
+    desired = desired_routes(leases, vpc_id=vpc_id, legacy_instances=legacy)
     views = []
     for table_id in table_ids:
         plan = plan_routes(table_id=table_id, desired=desired, actual=cloud.vpc.list_route_entries(table_id),
-                           network=network.network, in_sync=True, protected=snapshot.malformed_subnets())
+                           network=network.network, in_sync=True, cluster_id=cluster_id,
+                           protected=snapshot.malformed_subnets())
         views.append(TableView(table_id, plan.statuses))
     return views
 
@@ -117,20 +124,20 @@ def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
             "clean": v.clean,
             "routes": [{"destination": str(s.destination), "state": s.state.value,
                         "lease_instance": s.desired_instance, "next_hop": s.actual_instance,
-                        "entry_status": s.entry_status} for s in v.statuses],
+                        "entry_status": s.entry_status, "reason": s.reason or None} for s in v.statuses],
         } for v in views], indent=2) + "\n")
         return
     for view in views:
         rows = [{"destination": str(s.destination), "state": s.state.value,
                  "lease_instance": s.desired_instance, "next_hop": s.actual_instance,
-                 "entry_status": s.entry_status} for s in view.statuses]
+                 "entry_status": s.entry_status, "reason": s.reason or None} for s in view.statuses]
         counts: dict[str, int] = {}
         for s in view.statuses:
             counts[s.state.value] = counts.get(s.state.value, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no flannel routes"
         out.write(f"route table {view.table_id}: {summary}\n")
         if rows:
-            _print_table(rows, ["destination", "state", "lease_instance", "next_hop", "entry_status"], out)
+            _print_table(rows, ["destination", "state", "lease_instance", "next_hop", "entry_status", "reason"], out)
         out.write("\n")
 
 

@@ -21,6 +21,7 @@ import random
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -50,6 +51,7 @@ from flannel_alivpc.core.network import (
     previous_subnet,
     subnet_key,
 )
+from flannel_alivpc.core.routes import valid_cluster_id
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,39 @@ def read_network_config(client: EtcdClient, prefix: str) -> NetworkConfig:
         raise ConfigError(f"flannel config not found in etcd store at {key}. Did you create your config "
                           f"using the etcd v3 API? e.g. {_config_example(key)}")
     return parse_network_config(kv.value, source=f"etcd key {key}")
+
+
+# -- cluster identity ------------------------------------------------------------------
+
+
+def cluster_id_key(prefix: str) -> str:
+    return f"{_base(prefix).rstrip('/')}/alivpc/cluster-id"
+
+
+def read_cluster_id(client: EtcdClient, prefix: str) -> str | None:
+    """This cluster's id (the marker on its route entries), or None before any daemon made one."""
+    key = cluster_id_key(prefix)
+    kv = client.get(key)
+    if kv is None:
+        return None
+    value = kv.value.decode(errors="replace").strip()
+    if not valid_cluster_id(value):
+        raise ConfigError(f"etcd key {key} holds {value!r}, which is not a cluster id (letters, digits, '.', "
+                          f"'_', '-', at most 64); delete the key only if no route entry carries that value, "
+                          f"else put it back")
+    return value
+
+
+def ensure_cluster_id(client: EtcdClient, prefix: str) -> str:
+    """This cluster's id, made once (by whichever daemon comes first) and never changed."""
+    existing = read_cluster_id(client, prefix)
+    if existing is not None:
+        return existing
+    client.put_if_absent(cluster_id_key(prefix), uuid.uuid4().hex)
+    made = read_cluster_id(client, prefix)
+    if made is None:
+        raise EtcdError(f"etcd key {cluster_id_key(prefix)} vanished right after it was written")
+    return made
 
 
 # -- parsing one key -------------------------------------------------------------------

@@ -6,8 +6,11 @@ compute the desired entries and the plan (pure), then apply one batch at a time:
 1. wait until no entry of the table is Pending or Deleting: the table takes
    one change at a time, and a write into a busy table is refused;
 2. create missing entries, at most 50 per call (CreateRouteEntries);
-3. delete stale and wrong-next-hop entries, at most 50 per call;
-4. after each batch, poll only the entries it touched until they settle (the
+3. adopt unmarked entries that already route a lease correctly (write our
+   marker onto them with ModifyRouteEntry, one call each: a one-time
+   migration from flannel's old backend, never a delete and re-create);
+4. delete stale and wrong-next-hop entries, at most 50 per call;
+5. after each batch, poll only the entries it touched until they settle (the
    next batch cannot start before), then plan the next batch from the latest
    leases and what the polls showed. The whole table is listed once per pass.
 
@@ -24,9 +27,18 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from flannel_alivpc.core.cloud import BatchResult, RouteEntry, RouteSpec
-from flannel_alivpc.core.errors import RetryableCloudError
+from flannel_alivpc.core.errors import CloudError, RetryableCloudError
 from flannel_alivpc.core.network import IPv4Network, Lease
-from flannel_alivpc.core.routes import RoutePlan, RouteState, desired_routes, plan_routes
+from flannel_alivpc.core.routes import (
+    ROUTE_NAME,
+    RoutePlan,
+    RouteState,
+    desired_routes,
+    legacy_address,
+    plan_routes,
+    route_description,
+)
+from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,8 @@ class RouteTableApi(Protocol):
 
     def delete_route_entries(self, table_id: str, entries: Sequence[RouteEntry]) -> BatchResult: ...
 
+    def modify_route_entry(self, table_id: str, entry: RouteEntry, *, name: str, description: str) -> None: ...
+
 
 @dataclass
 class TableReport:
@@ -63,6 +77,7 @@ class TableReport:
 
     plan: RoutePlan | None = None
     created: int = 0
+    adopted: int = 0
     deleted: int = 0
     failures: list[str] = field(default_factory=list)
     over_quota: list[str] = field(default_factory=list)
@@ -80,6 +95,8 @@ class TableWriter:
         network: IPv4Network,
         api: RouteTableApi,
         snapshot: Callable[[], LeaseView],
+        cluster_id: str,
+        legacy: LegacyLeaseResolver | None = None,
         poll_interval: float = 0.1,
         settle_timeout: float = 300.0,
         stop: threading.Event | None = None,
@@ -89,6 +106,8 @@ class TableWriter:
         self.network = network
         self.api = api
         self._snapshot = snapshot
+        self.cluster_id = cluster_id
+        self._legacy = legacy
         self.poll_interval = poll_interval
         self.settle_timeout = settle_timeout
         self._stop = stop or threading.Event()
@@ -97,9 +116,12 @@ class TableWriter:
 
     def _plan(self, actual: Iterable[RouteEntry]) -> RoutePlan:
         snap = self._snapshot()
-        desired = desired_routes(snap.leases.values(), vpc_id=self.vpc_id)
+        leases = list(snap.leases.values())
+        addresses = [a for a in map(legacy_address, leases) if a is not None]
+        legacy = self._legacy.resolve(addresses) if self._legacy is not None and addresses else {}
+        desired = desired_routes(leases, vpc_id=self.vpc_id, legacy_instances=legacy)
         return plan_routes(table_id=self.table_id, desired=desired, actual=actual, network=self.network,
-                           in_sync=snap.in_sync, protected=snap.malformed_subnets())
+                           in_sync=snap.in_sync, cluster_id=self.cluster_id, protected=snap.malformed_subnets())
 
     def reconcile(self) -> float | None:
         """One pass: list the table once, then apply batches until it matches the leases.
@@ -121,9 +143,12 @@ class TableWriter:
                 self._observe_settled(actual, busy)
                 continue
             creates = [spec for spec in plan.create if spec.destination not in refused]
+            adopts = [entry for entry in plan.adopt if entry.destination not in refused]
             deletes = [entry for entry in plan.delete if entry.destination not in refused]
             if creates:
                 batch: Sequence[str] = self._create(creates[:BATCH_SIZE], report, refused)
+            elif adopts:
+                batch = self._adopt(adopts[:BATCH_SIZE], report, refused)
             elif deletes:
                 wrong_hop = {str(s.destination) for s in plan.statuses if s.state is RouteState.WRONG_NEXT_HOP}
                 batch = self._delete(deletes[:BATCH_SIZE], wrong_hop, report, refused)
@@ -157,6 +182,27 @@ class TableWriter:
         report.created += len(created)
         self._record_failures(result, report)
         return [s.destination for s in created]
+
+    def _adopt(self, entries: Sequence[RouteEntry], report: TableReport, refused: set[str]) -> list[str]:
+        """Write our marker onto entries that already route their lease; returns the destinations marked."""
+        description = route_description(self.cluster_id)
+        adopted = []
+        for entry in entries:
+            try:
+                self.api.modify_route_entry(self.table_id, entry, name=ROUTE_NAME, description=description)
+            except CloudError as error:
+                if isinstance(error, RetryableCloudError):
+                    raise
+                refused.add(entry.destination)
+                report.failures.append(f"{entry.destination}: {error}")
+                log.warning("%s: cannot mark %s -> %s as this cluster's (%s); it keeps routing, and is tried "
+                            "again later", self.table_id, entry.destination, entry.next_hop_id, error)
+                continue
+            log.info("%s: adopted %s -> %s (made before flannel-alivpc marked its entries; the lease still "
+                     "maps to it)", self.table_id, entry.destination, entry.next_hop_id)
+            adopted.append(entry.destination)
+        report.adopted += len(adopted)
+        return adopted
 
     def _delete(self, entries: Sequence[RouteEntry], wrong_hop: set[str], report: TableReport,
                 refused: set[str]) -> list[str]:

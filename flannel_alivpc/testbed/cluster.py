@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flannel_alivpc.clients.aliyun_sdk import AliyunApi
+from flannel_alivpc.clients.credentials import StaticCredentials
 from flannel_alivpc.clients.etcd import EtcdClient
-from flannel_alivpc.core.network import DEFAULT_PREFIX, parse_lease_value
+from flannel_alivpc.core.network import DEFAULT_PREFIX, LEASE_TTL, LeaseAttrs, parse_lease_value
 from flannel_alivpc.emulator.server import Emulator, Topology
 from flannel_alivpc.emulator.state import Settings
 from flannel_alivpc.routed.config import DaemonConfig
@@ -273,3 +275,27 @@ class LocalCluster:
         running = {n.instance_id for n in self.nodes if n.running}
         return bool(expected) and running <= set(expected.values()) and routes == expected and all(
             status == "Available" for (_, _, status) in self.table_entries().values())
+
+
+# -- flannel's own ali-vpc backend (v0.8-v0.19), for rolling-upgrade tests --------------------------
+
+
+def join_as_old_flanneld(cluster: LocalCluster, node: Node, subnet: str) -> None:
+    """Put ``node`` in the cluster the way flanneld's ali-vpc backend did, with no daemon of ours.
+
+    The lease is what that backend acquired (``{"PublicIP": ..., "PublicIPv6": null}``,
+    no BackendType, no BackendData) on a 24 h etcd lease; the route entry is what
+    its recreateRoute made through the ECS API (2014-05-26): DestinationCidrBlock,
+    NextHopType Instance, NextHopId, an empty ClientToken, no name, no description.
+    """
+    network = ipaddress.ip_network(subnet)
+    key = f"{cluster.prefix}/subnets/{network.network_address}-{network.prefixlen}"
+    value = LeaseAttrs(public_ip=ipaddress.IPv4Address(node.private_ip)).to_json()
+    with cluster.etcd_client() as etcd:
+        if etcd.create_if_absent(key, value, LEASE_TTL) is None:
+            raise RuntimeError(f"{key} is already leased")
+    api = AliyunApi(cluster.emulator.state.settings.region, cluster.emulator.endpoint,
+                    StaticCredentials(ACCESS_KEY_ID, cluster.secret))
+    api.call("ecs", "CreateRouteEntry", {"RouteTableId": cluster.route_table_id, "DestinationCidrBlock": subnet,
+                                         "NextHopType": "Instance", "NextHopId": node.instance_id,
+                                         "ClientToken": ""})
