@@ -62,13 +62,15 @@ _NLM_F_ACK = 0x4
 _NLM_F_DUMP_INTR = 0x10
 _NLM_F_DUMP = 0x300
 _NLM_F_REPLACE = 0x100
+_NLM_F_EXCL = 0x200
 _NLM_F_CREATE = 0x400
 _NETLINK_CAP_ACK = 10
 _SOL_NETLINK = 270
 _NDA_DST, _NDA_LLADDR = 1, 2
-_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_TABLE = 1, 4, 5, 6, 15
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_PREFSRC, _RTA_TABLE = 1, 4, 5, 6, 7, 15
 _NTF_SELF = 0x02
 _RTN_UNICAST = 1
+RTN_BLACKHOLE = 6
 
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 0x4
@@ -285,7 +287,39 @@ class RouteOp:
         return f"{self.action} route {self.dst}{via}{dev}{' onlink' if self.onlink else ''}"
 
 
-Op = NeighbourOp | FdbOp | RouteOp
+@dataclass(frozen=True)
+class BlackholeOp:
+    """``ip route add|del blackhole <dst>`` in the main table (flannel's --ip-blackhole-route).
+
+    "add" is exclusive, as flannel's RouteAdd: it fails with ``AlreadyExists``
+    when a route with the same destination and metric is there.
+    """
+
+    action: str  # "add" | "delete"
+    dst: IPv4Network
+    protocol: int = RTPROT_BOOT
+
+    def describe(self) -> str:
+        return f"{self.action} route blackhole {self.dst}"
+
+
+Op = NeighbourOp | FdbOp | RouteOp | BlackholeOp
+
+
+@dataclass(frozen=True)
+class RouteLookup:
+    """What ``ip route get <destination>`` answers: the route the kernel would use right now."""
+
+    destination: IPv4Address
+    gateway: IPv4Address | None
+    oif: int | None
+    source: IPv4Address | None
+    type: int
+
+    @property
+    def on_link(self) -> bool:
+        """A unicast route without a gateway: the destination is on a directly connected subnet."""
+        return self.type == _RTN_UNICAST and self.gateway is None
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -323,6 +357,15 @@ _DELETE = _NLM_F_REQUEST | _NLM_F_ACK
 
 
 def _encode(op: Op, seq: int) -> bytes:
+    if isinstance(op, BlackholeOp):
+        if op.action not in ("add", "delete"):
+            raise ValueError(f"unknown action {op.action!r} in {op}")
+        add = op.action == "add"
+        body = _RTMSG.pack(_AF_INET, op.dst.prefixlen, 0, 0, RT_TABLE_MAIN, op.protocol if add else 0,
+                           RT_SCOPE_UNIVERSE if add else _RT_SCOPE_NOWHERE, RTN_BLACKHOLE, 0)
+        body += _attr(_RTA_DST, op.dst.network_address.packed)
+        flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL if add else _DELETE
+        return _message(_RTM_NEWROUTE if add else _RTM_DELROUTE, flags, seq, body)
     replace = op.action == "replace"
     if op.action not in ("replace", "delete"):
         raise ValueError(f"unknown action {op.action!r} in {op}")
@@ -428,6 +471,38 @@ class _RawSocket:
                     if code and not (op.action == "delete" and code in _DELETE_TOLERATED):
                         results[position] = error_from_errno(code, op.describe())
         return results
+
+    def lookup_routes(self, destinations: Sequence[IPv4Address]) -> list[RouteLookup | NetlinkError]:
+        """One RTM_GETROUTE per destination (``ip route get``), sent in batches; an answer or an error each."""
+        results: list[RouteLookup | NetlinkError | None] = [None] * len(destinations)
+        for start in range(0, len(destinations), _BATCH):
+            pending: dict[int, int] = {}
+            payload = bytearray()
+            for position in range(start, min(start + _BATCH, len(destinations))):
+                seq = self._next_seq()
+                pending[seq] = position
+                body = _RTMSG.pack(_AF_INET, 32, 0, 0, 0, 0, 0, 0, 0)
+                payload += _message(_RTM_GETROUTE, _NLM_F_REQUEST, seq,
+                                    body + _attr(_RTA_DST, destinations[position].packed))
+            self._sock.send(bytes(payload))
+            while pending:
+                for msg_type, _, seq, data, body_at, end in self._receive():
+                    if seq not in pending:
+                        continue
+                    position = pending.pop(seq)
+                    destination = destinations[position]
+                    if msg_type == _NLMSG_ERROR:
+                        code = -_ERRNO.unpack_from(data, body_at)[0]
+                        results[position] = error_from_errno(code or errno_codes.EINVAL, f"route get {destination}")
+                        continue
+                    rtm_type = _RTMSG.unpack_from(data, body_at)[7]
+                    attrs = dict(_attrs(data, body_at + _RTMSG.size, end))
+                    gateway, source = attrs.get(_RTA_GATEWAY), attrs.get(_RTA_PREFSRC)
+                    results[position] = RouteLookup(
+                        destination=destination, gateway=IPv4Address(gateway) if gateway else None,
+                        oif=_U32.unpack(attrs[_RTA_OIF])[0] if _RTA_OIF in attrs else None,
+                        source=IPv4Address(source) if source else None, type=rtm_type)
+        return [result for result in results if result is not None]
 
     def dump(self, msg_type: int, body: bytes, what: str) -> list[tuple[int, bytes, int, int]]:
         """All answers of one dump request: (type, data, body offset, end); retried when interrupted."""
@@ -666,6 +741,28 @@ class Netlink:
         if error is not None:
             raise error
 
+    def lookup_routes(self, destinations: Sequence[IPv4Address]) -> list[RouteLookup | NetlinkError]:
+        """``ip route get`` for each destination, batched: the route the kernel would use, or why there is none."""
+        if not destinations:
+            return []
+        with self._lock:
+            return self._socket.lookup_routes(destinations)
+
+    def blackhole_routes(self) -> list[IPv4Network]:
+        """Destinations of the blackhole routes in the main table."""
+        with self._lock:
+            answers = self._socket.dump(_RTM_GETROUTE, _RTMSG.pack(_AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), "routes")
+        result = []
+        for _, data, start, end in answers:
+            family, dst_len, _, _, rtm_table, _, _, rtm_type, _ = _RTMSG.unpack_from(data, start)
+            if family != _AF_INET or rtm_type != RTN_BLACKHOLE:
+                continue
+            attrs = dict(_attrs(data, start + _RTMSG.size, end))
+            table = _U32.unpack(attrs[_RTA_TABLE])[0] if _RTA_TABLE in attrs else rtm_table
+            if table == RT_TABLE_MAIN:
+                result.append(IPv4Network((IPv4Address(attrs.get(_RTA_DST, b"\0\0\0\0")), dst_len)))
+        return result
+
     def neighbours(self, ifindex: int | None = None) -> list[Neighbour]:
         """IPv4 neighbour entries (of one link when ``ifindex`` is given)."""
         with self._lock:
@@ -857,24 +954,58 @@ def default_route_interface() -> Interface:
     raise ConfigError("no IPv4 default route to pick the external interface from; pass --iface")
 
 
-def select_interface(names_or_ips: list[str], regexes: list[str]) -> Interface:
-    """flannel's --iface/--iface-regex rules: the first match wins, --iface before regexes."""
+def _with_primary(iface: Interface, address: ipaddress.IPv4Address) -> Interface:
+    """``iface`` with ``address`` first: the address that chose the interface is the one to use."""
+    return Interface(iface.name, iface.index, iface.mtu, (address, *(ip for ip in iface.ipv4 if ip != address)))
+
+
+def interface_reaching(target: str, interfaces: list[Interface] | None = None) -> Interface:
+    """The interface ``ip route get <target>`` goes out of, with the route's source address first.
+
+    flannel's --iface-can-reach (GetInterfaceBySpecificIPRouting): the kernel's
+    own choice, so policy routing, metrics and more specific routes all count.
+    """
+    try:
+        destination = ipaddress.IPv4Address(target)
+    except ValueError:
+        raise ConfigError(f"--iface-can-reach {target!r} is not an IPv4 address; give an address this node "
+                          "must reach over the external interface, e.g. another node's IP") from None
+    with Netlink() as netlink:
+        answer = netlink.lookup_routes([destination])[0]
+    if isinstance(answer, NetlinkError):
+        raise ConfigError(f"--iface-can-reach {destination}: no route to it ({answer}); check the node's routes "
+                          "or choose the interface with --iface") from None
+    by_index = {i.index: i for i in (interfaces if interfaces is not None else list_interfaces())}
+    iface = by_index.get(answer.oif or -1)
+    if iface is None:
+        raise ConfigError(f"--iface-can-reach {destination}: the route to it has no output interface "
+                          f"(type {answer.type}); choose the interface with --iface")
+    if answer.source is not None:
+        return _with_primary(iface, answer.source)
+    if not iface.ipv4:
+        raise ConfigError(f"--iface-can-reach {destination}: interface {iface.name} has no IPv4 address")
+    return iface
+
+
+def select_interface(names_or_ips: list[str], regexes: list[str], can_reach: str | None = None) -> Interface:
+    """flannel's --iface, --iface-regex and --iface-can-reach rules, in that order; the first match wins.
+
+    With none of them, the interface of the default route.
+    """
     interfaces = list_interfaces()
     for wanted in names_or_ips:
         for iface in interfaces:
-            if iface.name == wanted or wanted in (str(ip) for ip in iface.ipv4):
-                if wanted in (str(ip) for ip in iface.ipv4):
-                    # An address names the interface, and that address is the one to use.
-                    address = ipaddress.IPv4Address(wanted)
-                    return Interface(iface.name, iface.index, iface.mtu,
-                                     (address, *(ip for ip in iface.ipv4 if ip != address)))
-                if iface.ipv4:
-                    return iface
+            if wanted in (str(ip) for ip in iface.ipv4):
+                return _with_primary(iface, ipaddress.IPv4Address(wanted))
+            if iface.name == wanted and iface.ipv4:
+                return iface
     for pattern in regexes:
         compiled = re.compile(pattern)
         for iface in interfaces:
             if iface.ipv4 and (compiled.search(iface.name) or any(compiled.search(str(ip)) for ip in iface.ipv4)):
                 return iface
+    if can_reach:
+        return interface_reaching(can_reach, interfaces)
     if names_or_ips or regexes:
         wanted_text = ", ".join(names_or_ips + [f"/{r}/" for r in regexes])
         raise ConfigError(f"no interface with an IPv4 address matches {wanted_text}; "

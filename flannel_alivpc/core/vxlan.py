@@ -7,16 +7,23 @@ flannel's conventions (vxlan.go, vxlan_network.go, device.go), kept so that a
 stock flanneld vxlan node and this daemon program each other correctly:
 
 * device ``flannel.<VNI>``, VNI 1 and UDP port 8472 unless the Backend config
-  says otherwise, learning off, MTU = (Backend MTU or interface MTU) - 50;
+  says otherwise, learning as ``Learning`` says (off by default), MTU =
+  (Backend MTU or interface MTU) - 50;
 * the lease publishes ``BackendType`` "vxlan" and ``BackendData``
   ``{"VNI": <vni>, "VtepMAC": "<mac>"}``;
 * per remote lease, in this order: a permanent neighbour entry (the subnet's
   network address -> the peer's VtepMAC), a permanent FDB entry (VtepMAC ->
   the peer's PublicIP) and an onlink route (subnet via its network address on
-  the device); removal undoes them in reverse.
+  the device); removal undoes them in reverse;
+* with ``DirectRouting``, a peer whose PublicIP the kernel reaches without a
+  gateway (same L2 subnet as the external interface: ``ip route get`` shows
+  no ``via``) gets only a plain route, subnet via its PublicIP, and no
+  neighbour or FDB entry; every other peer goes through the device.
 
 Ownership: the device belongs to this daemon, so every neighbour, FDB entry
-and route on it is ours to change, within the flannel Network. Two rules keep
+and route on it is ours to change, within the flannel Network. Direct routes
+live on the external interface, which is not ours: they carry
+``DIRECT_ROUTE_PROTOCOL`` and only routes with that mark are ever deleted. Two rules keep
 bad input from causing damage: nothing is deleted before the first complete
 lease snapshot, and the entries of a subnet whose lease is malformed or
 unusable (no VtepMAC, another VNI) are kept as they are.
@@ -43,6 +50,8 @@ DEFAULT_PORT = 8472
 ENCAP_OVERHEAD = 50
 """Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) headers."""
 MAX_VNI = (1 << 24) - 1
+DIRECT_ROUTE_PROTOCOL = 76
+"""The rtnetlink protocol number on our DirectRouting routes: the mark that proves they are ours."""
 
 
 def device_name(vni: int) -> str:
@@ -58,6 +67,8 @@ class VxlanSettings:
     mtu: int | None = None
     """Base MTU from the config; the device gets this (or the interface's MTU) minus 50."""
     gbp: bool = False
+    learning: bool = False
+    """flannel's ``Learning``: the device learns remote MACs too; the static entries are written all the same."""
     direct_routing: bool = False
 
     @property
@@ -80,25 +91,21 @@ def _int_key(config: NetworkConfig, name: str, default: int | None, low: int, hi
 
 
 def _bool_key(config: NetworkConfig, name: str) -> bool:
-    value = config.backend_value(name, False)
+    value = config.backend_value(name)
+    if value is None:  # absent, or null, which Go's decoder leaves at false
+        return False
     if not isinstance(value, bool):
         raise ConfigError(f'network config: Backend "{name}" must be true or false, got {value!r}')
     return value
 
 
 def parse_vxlan_settings(config: NetworkConfig) -> VxlanSettings:
-    """VNI, Port, MTU, GBP, DirectRouting from the Backend object (keys matched case-insensitively).
-
-    ``Learning`` true is refused: flannel's static entries need learning off.
-    """
+    """VNI, Port, MTU, GBP, Learning, DirectRouting from the Backend object (keys matched case-insensitively)."""
     vni = _int_key(config, "VNI", DEFAULT_VNI, 0, MAX_VNI)
     port = _int_key(config, "Port", 0, 0, 65535)
     mtu = _int_key(config, "MTU", None, ENCAP_OVERHEAD + 68, 65535)
-    if _bool_key(config, "Learning"):
-        raise ConfigError('network config: Backend "Learning": true is not supported; flannel-alivpc programs '
-                          "static neighbour and FDB entries and keeps learning off")
     return VxlanSettings(vni=vni if vni is not None else DEFAULT_VNI, port=port or DEFAULT_PORT,
-                         mtu=mtu or None, gbp=_bool_key(config, "GBP"),
+                         mtu=mtu or None, gbp=_bool_key(config, "GBP"), learning=_bool_key(config, "Learning"),
                          direct_routing=_bool_key(config, "DirectRouting"))
 
 
@@ -221,19 +228,26 @@ class FdbKey:
 
 
 @dataclass(frozen=True)
-class OnlinkRoute:
+class PeerRoute:
+    """A route to a peer's subnet: onlink through the device (gateway = the subnet's network address), or,
+    with DirectRouting, a plain route via the peer's PublicIP (``onlink`` False, off the device)."""
+
     dst: IPv4Network
     gateway: IPv4Address | None
     onlink: bool = True
 
+    @property
+    def direct(self) -> bool:
+        return not self.onlink
+
 
 @dataclass(frozen=True)
 class VxlanObservation:
-    """What the device carries: neighbours by IP, FDB entries, routes by destination."""
+    """What the device carries (neighbours by IP, FDB entries, routes by destination), plus our direct routes."""
 
     neighbours: Mapping[IPv4Address, NeighbourEntry]
     fdb: frozenset[FdbKey]
-    routes: Mapping[IPv4Network, OnlinkRoute]
+    routes: Mapping[IPv4Network, PeerRoute]
 
 
 EMPTY_OBSERVATION = VxlanObservation({}, frozenset(), {})
@@ -252,8 +266,8 @@ class VxlanPlan:
 
     neighbours: tuple[tuple[IPv4Network, NeighbourEntry], ...] = ()
     fdb: tuple[tuple[IPv4Network, FdbKey], ...] = ()
-    routes: tuple[OnlinkRoute, ...] = ()
-    delete_routes: tuple[OnlinkRoute, ...] = ()
+    routes: tuple[PeerRoute, ...] = ()
+    delete_routes: tuple[PeerRoute, ...] = ()
     delete_fdb: tuple[FdbKey, ...] = ()
     delete_neighbours: tuple[NeighbourEntry, ...] = ()
     changes: tuple[PeerChange, ...] = ()
@@ -278,12 +292,16 @@ def plan_vxlan(
     subnet_len: int,
     in_sync: bool,
     protected: Collection[IPv4Network] = (),
+    direct: Collection[IPv4Network] = (),
 ) -> VxlanPlan:
-    """Diff the desired peers against the device's entries (pure).
+    """Diff the desired peers against the device's entries and our direct routes (pure).
 
-    ``protected`` subnets (malformed or unusable leases) keep whatever they
-    have; before the first complete snapshot (``in_sync`` False) nothing is
-    deleted at all.
+    ``direct`` peers (DirectRouting, PublicIP on-link) get a route via their
+    PublicIP and no neighbour or FDB entry; the route replace that switches a
+    peer between the two kinds is the one write that changes its path, so it
+    is never without a route. ``protected`` subnets (malformed or unusable
+    leases) keep whatever they have; before the first complete snapshot
+    (``in_sync`` False) nothing is deleted at all.
     """
     protected_set = set(protected)
 
@@ -292,22 +310,35 @@ def plan_vxlan(
 
     neighbours: list[tuple[IPv4Network, NeighbourEntry]] = []
     fdb: list[tuple[IPv4Network, FdbKey]] = []
-    routes: list[OnlinkRoute] = []
+    routes: list[PeerRoute] = []
     changes: list[PeerChange] = []
     desired_fdb: set[FdbKey] = set()
     desired_ips: set[IPv4Address] = set()
+    direct_set = set(direct)
     for subnet in sorted(peers, key=lambda s: int(s.network_address)):
         peer = peers[subnet]
-        neighbour = NeighbourEntry(peer.gateway, peer.vtep_mac)
-        forward = FdbKey(peer.vtep_mac, peer.public_ip)
-        route = OnlinkRoute(subnet, peer.gateway)
-        desired_fdb.add(forward)
-        desired_ips.add(peer.gateway)
         current = observed.neighbours.get(peer.gateway)
         current_route = observed.routes.get(subnet)
         had_any = current is not None or current_route is not None
+        if subnet in direct_set:
+            route = PeerRoute(subnet, peer.public_ip, onlink=False)
+            if current_route != route:
+                routes.append(route)
+                if current_route is None and current is None:
+                    changes.append(PeerChange(subnet, "add", f"lease present, on-link: direct route via "
+                                                             f"{peer.public_ip}"))
+                else:
+                    changes.append(PeerChange(subnet, "update", f"now reached directly via {peer.public_ip}"))
+            continue
+        neighbour = NeighbourEntry(peer.gateway, peer.vtep_mac)
+        forward = FdbKey(peer.vtep_mac, peer.public_ip)
+        route = PeerRoute(subnet, peer.gateway)
+        desired_fdb.add(forward)
+        desired_ips.add(peer.gateway)
         why: list[str] = []
         touched = False
+        if current_route is not None and current_route.direct:
+            why.append(f"no longer on-link: through the device instead of directly via {current_route.gateway}")
         if current != neighbour:
             neighbours.append((subnet, neighbour))
             touched = True
@@ -327,7 +358,7 @@ def plan_vxlan(
         elif touched:
             changes.append(PeerChange(subnet, "update", "; ".join(why) or "entries incomplete, repaired"))
 
-    delete_routes: list[OnlinkRoute] = []
+    delete_routes: list[PeerRoute] = []
     delete_fdb: list[FdbKey] = []
     delete_neighbours: list[NeighbourEntry] = []
     kept: set[IPv4Network] = set()

@@ -10,12 +10,15 @@ One reconcile pass (run by ``ReconcileLoop``):
 
 1. desired peers from the lease snapshot (pure, ``core.vxlan.select_peers``);
 2. the device: created if missing, recreated if incompatible (other VNI,
-   port, local address or lower device, or learning on), MTU and state and
+   port, local address, lower device, GBP or learning), MTU and state and
    MAC corrected; the lease's network address as /32 on it;
-3. observe: a full dump of the device's neighbours, FDB entries and routes on
-   the first pass, after any failure or device change, and at every resync;
-   in between, the last dump updated with this daemon's own successful
-   writes (so a lease change costs three writes, not three dumps);
+3. observe: a full dump of the device's neighbours, FDB entries and routes
+   (and of our DirectRouting routes) on the first pass, after any failure or
+   device change, and at every resync; in between, the last dump updated
+   with this daemon's own successful writes (so a lease change costs three
+   writes, not three dumps). With DirectRouting, which peers are on-link is
+   asked of the kernel (``ip route get <PublicIP>``, batched) for new
+   PublicIPs, and for all of them again on every full observation;
 4. plan (pure, ``core.vxlan.plan_vxlan``) and apply in flannel's order:
    neighbours, FDB entries, routes, in batches; a peer whose FDB entry or
    route could not be written has its fresh entries undone; deletes go
@@ -38,6 +41,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.clients.netlink import (
+    NUD_PERMANENT,
     AlreadyExists,
     FdbOp,
     Interface,
@@ -52,9 +56,10 @@ from flannel_alivpc.clients.netlink import (
 from flannel_alivpc.clients.netns import NamespaceError
 from flannel_alivpc.core.network import IPv4Network, Lease, LeaseFormatError, parse_lease_value, parse_subnet_key
 from flannel_alivpc.core.vxlan import (
+    DIRECT_ROUTE_PROTOCOL,
     FdbKey,
     NeighbourEntry,
-    OnlinkRoute,
+    PeerRoute,
     PeerSet,
     VxlanObservation,
     VxlanPeer,
@@ -126,7 +131,7 @@ def incompatibility(link: Link, spec: VxlanDeviceSpec) -> str | None:
     if info.gbp != spec.gbp:
         return f"GBP {'on' if info.gbp else 'off'}, want {'on' if spec.gbp else 'off'}"
     if info.learning != spec.learning:
-        return "learning is on"
+        return f"learning {'on' if info.learning else 'off'}, want {'on' if spec.learning else 'off'}"
     return None
 
 
@@ -138,6 +143,8 @@ class VxlanReport:
     ifindex: int | None = None
     peers: int = 0
     unusable: dict[IPv4Network, str] = field(default_factory=dict)
+    direct: int = 0
+    """Peers reached by a direct route (DirectRouting, PublicIP on-link)."""
     kept: int = 0
     changes: int = 0
     failures: list[str] = field(default_factory=list)
@@ -180,6 +187,8 @@ class VxlanBackend:
         self._address_ok_for: tuple[int, IPv4Network] | None = None
         self._warned: dict[IPv4Network, str] = {}
         self._decoded: dict[IPv4Network, tuple[Lease, VxlanPeer | str]] = {}
+        self._on_link: dict[IPv4Address, bool] = {}
+        """DirectRouting: whether the kernel reaches a PublicIP without a gateway (refreshed on full passes)."""
         self.report = VxlanReport(settings.device)
 
     # -- the device ---------------------------------------------------------------------------
@@ -188,7 +197,8 @@ class VxlanBackend:
     def spec(self) -> VxlanDeviceSpec:
         return VxlanDeviceSpec(name=self.settings.device, vni=self.settings.vni, port=self.settings.port,
                                local=self.iface.primary_ipv4, link_index=self.iface.index, mac=self.vtep_mac,
-                               mtu=self.settings.device_mtu(self.iface.mtu), learning=False, gbp=self.settings.gbp)
+                               mtu=self.settings.device_mtu(self.iface.mtu), learning=self.settings.learning,
+                               gbp=self.settings.gbp)
 
     def ensure_device(self) -> Link:
         """The device as the spec says, created or repaired; its address once the lease is known."""
@@ -311,20 +321,23 @@ class VxlanBackend:
         if self._observed is None or self._observed_index != link.index or now - self._last_full >= self.full_resync:
             self._recheck_address(link)
             observed = self._observe(link)
+            self._on_link.clear()
             self._last_full = now
             report.full_observations += 1
         else:
             self.ensure_address(link)
             observed = self._observed
+        direct = self._direct_subnets(peers)
+        report.direct = len(direct)
         plan = plan_vxlan(peers=peers.peers, observed=observed, network=self.network, subnet_len=self.subnet_len,
                           in_sync=snapshot.in_sync,
-                          protected=set(snapshot.malformed_subnets()) | set(peers.unusable))
+                          protected=set(snapshot.malformed_subnets()) | set(peers.unusable), direct=direct)
         report.kept = len(plan.kept)
         if plan.empty:
             self._observed = observed
             self._observed_index = link.index
             return None
-        errors = self._apply(link, plan, observed, peers)
+        errors = self._apply(link, plan, observed, peers, direct)
         report.changes = len(plan.changes)
         if errors:
             report.failures = errors
@@ -338,16 +351,46 @@ class VxlanBackend:
         self._address_ok_for = None
         self.ensure_address(link)
 
+    def _direct_subnets(self, peers: PeerSet) -> set[IPv4Network]:
+        """The peers DirectRouting reaches without the device: flannel's ip.DirectRouting(PublicIP)."""
+        if not self.settings.direct_routing:
+            return set()
+        unknown = sorted({peer.public_ip for peer in peers.peers.values()} - set(self._on_link))
+        for address, answer in zip(unknown, self.netlink.lookup_routes(unknown), strict=True):
+            if isinstance(answer, NetlinkError):
+                log.warning("DirectRouting: no route to PublicIP %s (%s); its peer goes through %s", address,
+                            answer, self.settings.device)
+                self._on_link[address] = False
+            else:
+                self._on_link[address] = answer.on_link
+        return {subnet for subnet, peer in peers.peers.items() if self._on_link.get(peer.public_ip)}
+
     def _observe(self, link: Link) -> VxlanObservation:
         neighbours = {n.ip: NeighbourEntry(n.ip, n.mac, n.permanent) for n in self.netlink.neighbours(link.index)}
+        # Only permanent FDB entries are ours: with Learning on, the kernel adds (and ages) its own.
         fdb = frozenset(FdbKey(e.mac, e.dst) for e in self.netlink.fdb(link.index)
-                        if e.dst is not None and e.mac != _ZERO_MAC)
-        routes = {r.dst: OnlinkRoute(r.dst, r.gateway, r.onlink) for r in self.netlink.routes(oif=link.index)
-                  if r.dst.prefixlen > 0}
+                        if e.dst is not None and e.mac != _ZERO_MAC and e.state & NUD_PERMANENT)
+        routes: dict[IPv4Network, PeerRoute] = {}
+        for route in self.netlink.routes():
+            if route.dst.prefixlen == 0:
+                continue
+            if route.oif == link.index:
+                routes[route.dst] = PeerRoute(route.dst, route.gateway, route.onlink)
+            elif (route.protocol == DIRECT_ROUTE_PROTOCOL and route.gateway is not None
+                  and route.dst.subnet_of(self.network)):
+                routes.setdefault(route.dst, PeerRoute(route.dst, route.gateway, onlink=False))
         self._observed_index = link.index
         return VxlanObservation(neighbours, fdb, routes)
 
-    def _apply(self, link: Link, plan: VxlanPlan, observed: VxlanObservation, peers: PeerSet) -> list[str]:
+    @staticmethod
+    def _route_op(action: str, route: PeerRoute, index: int) -> RouteOp:
+        if route.direct:
+            # As flannel writes it: no device, the kernel resolves the on-link PublicIP itself.
+            return RouteOp(action, route.dst, route.gateway, protocol=DIRECT_ROUTE_PROTOCOL)
+        return RouteOp(action, route.dst, route.gateway, index, onlink=action == "replace")
+
+    def _apply(self, link: Link, plan: VxlanPlan, observed: VxlanObservation, peers: PeerSet,
+               direct: set[IPv4Network]) -> list[str]:
         """Apply ``plan`` in flannel's order; returns the errors (the observation cache is kept current)."""
         index = link.index
         neighbours = dict(observed.neighbours)
@@ -379,7 +422,7 @@ class VxlanBackend:
                 failed.add(subnet)
         # 3. routes, last: the kernel must never resolve a gateway it has no entry for
         route_todo = [route for route in plan.routes if route.dst not in failed]
-        results = run([RouteOp("replace", route.dst, route.gateway, index, onlink=True) for route in route_todo])
+        results = run([self._route_op("replace", route, index) for route in route_todo])
         for route, error in zip(route_todo, results, strict=True):
             if error is None:
                 routes[route.dst] = route
@@ -391,6 +434,10 @@ class VxlanBackend:
             undo_ops: list[Op] = []
             for subnet in undo:
                 peer = peers.peers[subnet]
+                if subnet in direct:
+                    undo_ops.append(RouteOp("delete", subnet, peer.public_ip))
+                    routes.pop(subnet, None)
+                    continue
                 undo_ops += [RouteOp("delete", subnet, peer.gateway, index),
                              FdbOp("delete", index, peer.vtep_mac, peer.public_ip),
                              NeighbourOp("delete", index, peer.gateway)]
@@ -399,7 +446,7 @@ class VxlanBackend:
                 neighbours.pop(peer.gateway, None)
             run(undo_ops)
         # 4. deletes, reversed: routes, FDB, neighbours; each independent of the others' outcome
-        results = run([RouteOp("delete", route.dst, route.gateway, index) for route in plan.delete_routes])
+        results = run([self._route_op("delete", route, index) for route in plan.delete_routes])
         for route, error in zip(plan.delete_routes, results, strict=True):
             if error is None:
                 routes.pop(route.dst, None)
@@ -417,7 +464,7 @@ class VxlanBackend:
                           change.reason)
                 continue
             known = peers.peers.get(change.subnet)
-            target = f" via {known.public_ip} ({known.vtep_mac})" if known else ""
+            target = f" via {known.public_ip} ({known.vtep_mac})" if known and change.subnet not in direct else ""
             verb = {"add": "added", "update": "updated", "remove": "removed"}[change.action]
             log.info("%s: %s peer %s%s: %s", link.name, verb, change.subnet, target, change.reason)
         self._observed = VxlanObservation(neighbours, frozenset(fdb), routes)

@@ -13,9 +13,10 @@ from flannel_alivpc.core.vxlan import (
     EMPTY_OBSERVATION,
     FdbKey,
     NeighbourEntry,
-    OnlinkRoute,
+    PeerRoute,
     VxlanObservation,
     VxlanPeer,
+    VxlanPlan,
     parse_mac,
     parse_vxlan_settings,
     plan_vxlan,
@@ -39,14 +40,14 @@ def observed_for(*peers: VxlanPeer) -> VxlanObservation:
     return VxlanObservation(
         {p.gateway: NeighbourEntry(p.gateway, p.vtep_mac) for p in peers},
         frozenset(FdbKey(p.vtep_mac, p.public_ip) for p in peers),
-        {p.subnet: OnlinkRoute(p.subnet, p.gateway) for p in peers},
+        {p.subnet: PeerRoute(p.subnet, p.gateway) for p in peers},
     )
 
 
 def plan(peers: list[VxlanPeer], observed: VxlanObservation = EMPTY_OBSERVATION, *, in_sync: bool = True,
-         protected: tuple[IPv4Network, ...] = ()):  # type: ignore[no-untyped-def]
+         protected: tuple[IPv4Network, ...] = (), direct: tuple[IPv4Network, ...] = ()) -> VxlanPlan:
     return plan_vxlan(peers={p.subnet: p for p in peers}, observed=observed, network=NETWORK, subnet_len=24,
-                      in_sync=in_sync, protected=protected)
+                      in_sync=in_sync, protected=protected, direct=direct)
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -66,11 +67,22 @@ def test_config_keys_are_matched_case_insensitively() -> None:
     assert settings.direct_routing
 
 
+def test_learning_and_direct_routing_are_read_with_flannels_meaning() -> None:
+    # Go's decoder matches "directRouting", "Directrouting"... and leaves null at false.
+    config = parse_network_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "learning": true, '
+                                  '"Directrouting": true, "GBP": null}}')
+    settings = parse_vxlan_settings(config)
+    assert settings.learning and settings.direct_routing and not settings.gbp
+    assert not parse_vxlan_settings(parse_network_config('{"Network": "10.244.0.0/16"}')).learning
+
+
 @pytest.mark.parametrize(("backend", "message"), [
     ('"VNI": "one"', '"VNI" must be an integer'),
     ('"VNI": 16777216', "out of range"),
     ('"Port": 70000', "out of range"),
-    ('"Learning": true', "Learning"),
+    ('"VNI": 1.5', '"VNI" must be an integer'),
+    ('"Learning": "yes"', '"Learning" must be true or false'),
+    ('"DirectRouting": 1', '"DirectRouting" must be true or false'),
     ('"GBP": "yes"', "true or false"),
 ])
 def test_bad_backend_keys_are_refused_with_the_key_named(backend: str, message: str) -> None:
@@ -144,7 +156,7 @@ def test_new_peer_gets_neighbour_fdb_and_onlink_route() -> None:
     result = plan([p])
     assert result.neighbours == ((p.subnet, NeighbourEntry(IPv4Address("10.244.2.0"), "02:00:00:00:00:02")),)
     assert result.fdb == ((p.subnet, FdbKey("02:00:00:00:00:02", IPv4Address("192.168.0.12"))),)
-    assert result.routes == (OnlinkRoute(p.subnet, IPv4Address("10.244.2.0")),)
+    assert result.routes == (PeerRoute(p.subnet, IPv4Address("10.244.2.0")),)
     assert [(c.subnet, c.action) for c in result.changes] == [(p.subnet, "add")]
 
 
@@ -178,7 +190,7 @@ def test_gone_lease_loses_all_three_entries() -> None:
     keep = peer("10.244.2.0/24", "192.168.0.12", "02:00:00:00:00:02")
     gone = peer("10.244.3.0/24", "192.168.0.13", "02:00:00:00:00:03")
     result = plan([keep], observed_for(keep, gone))
-    assert result.delete_routes == (OnlinkRoute(gone.subnet, gone.gateway),)
+    assert result.delete_routes == (PeerRoute(gone.subnet, gone.gateway),)
     assert result.delete_fdb == (FdbKey(gone.vtep_mac, gone.public_ip),)
     assert result.delete_neighbours == (NeighbourEntry(gone.gateway, gone.vtep_mac),)
     assert [(c.subnet, c.action) for c in result.changes] == [(gone.subnet, "remove")]
@@ -213,5 +225,48 @@ def test_stray_fdb_destination_of_a_live_peer_is_removed() -> None:
 def test_route_without_onlink_or_wrong_gateway_is_replaced() -> None:
     p = peer("10.244.2.0/24", "192.168.0.12", "02:00:00:00:00:02")
     base = observed_for(p)
-    broken = VxlanObservation(base.neighbours, base.fdb, {p.subnet: OnlinkRoute(p.subnet, p.gateway, onlink=False)})
-    assert plan([p], broken).routes == (OnlinkRoute(p.subnet, p.gateway),)
+    broken = VxlanObservation(base.neighbours, base.fdb, {p.subnet: PeerRoute(p.subnet, p.gateway, onlink=False)})
+    assert plan([p], broken).routes == (PeerRoute(p.subnet, p.gateway),)
+
+
+# -- DirectRouting ---------------------------------------------------------------------------------------
+
+
+def test_on_link_peer_gets_only_a_route_via_its_public_ip() -> None:
+    near = peer("10.244.2.0/24", "192.168.0.12", "02:00:00:00:00:02")
+    far = peer("10.244.3.0/24", "10.0.0.13", "02:00:00:00:00:03")
+    result = plan([near, far], direct=(near.subnet,))
+    assert result.routes == (PeerRoute(near.subnet, near.public_ip, onlink=False), PeerRoute(far.subnet, far.gateway))
+    assert [s for s, _ in result.neighbours] == [far.subnet] and [s for s, _ in result.fdb] == [far.subnet]
+    assert [(c.subnet, c.action) for c in result.changes] == [(near.subnet, "add"), (far.subnet, "add")]
+    assert "direct route via 192.168.0.12" in result.changes[0].reason
+    observed = VxlanObservation({far.gateway: NeighbourEntry(far.gateway, far.vtep_mac)},
+                                frozenset({FdbKey(far.vtep_mac, far.public_ip)}),
+                                {near.subnet: result.routes[0], far.subnet: result.routes[1]})
+    assert plan([near, far], observed, direct=(near.subnet,)).empty
+
+
+def test_peer_becoming_on_link_switches_with_one_route_replace_then_loses_its_entries() -> None:
+    p = peer("10.244.2.0/24", "192.168.0.12", "02:00:00:00:00:02")
+    result = plan([p], observed_for(p), direct=(p.subnet,))
+    # The replace moves the destination off the device; no route delete, so no moment without a route.
+    assert result.routes == (PeerRoute(p.subnet, p.public_ip, onlink=False),) and result.delete_routes == ()
+    assert result.delete_fdb == (FdbKey(p.vtep_mac, p.public_ip),)
+    assert result.delete_neighbours == (NeighbourEntry(p.gateway, p.vtep_mac),)
+    assert [(c.action, c.reason) for c in result.changes] == [("update", "now reached directly via 192.168.0.12")]
+
+
+def test_peer_no_longer_on_link_goes_back_through_the_device() -> None:
+    p = peer("10.244.2.0/24", "192.168.0.12", "02:00:00:00:00:02")
+    observed = VxlanObservation({}, frozenset(), {p.subnet: PeerRoute(p.subnet, p.public_ip, onlink=False)})
+    result = plan([p], observed)
+    assert [n for _, n in result.neighbours] == [NeighbourEntry(p.gateway, p.vtep_mac)]
+    assert result.routes == (PeerRoute(p.subnet, p.gateway),) and result.delete_routes == ()
+    assert "no longer on-link" in result.changes[0].reason
+
+
+def test_direct_route_of_a_gone_lease_is_removed_but_never_before_the_snapshot() -> None:
+    gone = PeerRoute(IPv4Network("10.244.9.0/24"), IPv4Address("192.168.0.19"), onlink=False)
+    observed = VxlanObservation({}, frozenset(), {gone.dst: gone})
+    assert plan([], observed).delete_routes == (gone,)
+    assert plan([], observed, in_sync=False).empty

@@ -21,12 +21,13 @@ from flannel_alivpc.clients.netlink import (
     NetlinkError,
     Op,
     Route,
+    RouteLookup,
     RouteOp,
     VxlanDeviceSpec,
     VxlanInfo,
 )
 from flannel_alivpc.core.network import Lease, LeaseAttrs
-from flannel_alivpc.core.vxlan import VxlanSettings, vxlan_backend_data
+from flannel_alivpc.core.vxlan import DIRECT_ROUTE_PROTOCOL, VxlanSettings, vxlan_backend_data
 from flannel_alivpc.routed.leases import LeaseSnapshot
 from flannel_alivpc.routed.vxlan import VxlanBackend, choose_vtep_mac
 
@@ -44,13 +45,22 @@ class FakeKernel:
     address_store: dict[int, list[IPv4Interface]] = field(default_factory=dict)
     neigh: dict[IPv4Address, str] = field(default_factory=dict)
     fdb_entries: set[tuple[str, IPv4Address]] = field(default_factory=set)
-    route_table: dict[IPv4Network, IPv4Address | None] = field(default_factory=dict)
+    route_entries: dict[IPv4Network, Route] = field(default_factory=dict)
+    on_link: set[IPv4Address] = field(default_factory=set)
+    """Addresses ``lookup_routes`` reports as directly connected (the rest go via a gateway)."""
+    lookups: int = 0
+    learned_fdb: set[tuple[str, IPv4Address]] = field(default_factory=set)
+    """FDB entries the kernel learned itself (NUD_REACHABLE, not permanent)."""
     ops: list[Op] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     """``describe()`` texts of ops to fail with EINVAL."""
     dumps: int = 0
     sysctls: dict[str, str] = field(default_factory=dict)
     _index: itertools.count[int] = field(default_factory=lambda: itertools.count(10))
+
+    @property
+    def route_table(self) -> dict[IPv4Network, IPv4Address | None]:
+        return {dst: route.gateway for dst, route in self.route_entries.items()}
 
     # links and addresses
     def link(self, name: str) -> Link | None:
@@ -69,7 +79,7 @@ class FakeKernel:
         if link is not None:
             self.neigh.clear()
             self.fdb_entries.clear()
-            self.route_table.clear()
+            self.route_entries = {d: r for d, r in self.route_entries.items() if r.oif != link.index}
             self.address_store.pop(link.index, None)
         return link is not None
 
@@ -100,10 +110,16 @@ class FakeKernel:
         return [Neighbour(ifindex or 0, ip, mac, 0x80) for ip, mac in self.neigh.items()]
 
     def fdb(self, ifindex: int | None = None) -> list[FdbEntry]:
-        return [FdbEntry(ifindex or 0, mac, dst, 0x80, 2) for mac, dst in self.fdb_entries]
+        learned = [FdbEntry(ifindex or 0, mac, dst, 0x02, 2) for mac, dst in self.learned_fdb]
+        return [FdbEntry(ifindex or 0, mac, dst, 0x80, 2) for mac, dst in self.fdb_entries] + learned
 
     def routes(self, *, oif: int | None = None, table: int | None = 254, protocol: int | None = None) -> list[Route]:
-        return [Route(dst, gw, oif, True, 254, 3, 0) for dst, gw in self.route_table.items()]
+        return [r for r in self.route_entries.values() if oif is None or r.oif == oif]
+
+    def lookup_routes(self, destinations: Sequence[IPv4Address]) -> list[RouteLookup | NetlinkError]:
+        self.lookups += len(destinations)
+        return [RouteLookup(ip, None if ip in self.on_link else IPv4Address("10.0.0.1"), ETH0.index, None, 1)
+                for ip in destinations]
 
     def apply(self, ops: Sequence[Op]) -> list[NetlinkError | None]:
         results: list[NetlinkError | None] = []
@@ -122,10 +138,12 @@ class FakeKernel:
                     self.fdb_entries = {(m, d) for m, d in self.fdb_entries if m != op.mac} | {(op.mac, op.dst)}
                 else:
                     self.fdb_entries.discard((op.mac, op.dst))
-            elif op.action == "replace":
-                self.route_table[op.dst] = op.gateway
+            elif isinstance(op, RouteOp) and op.action == "replace":
+                # A replace takes over the destination whatever device it was on, as the kernel's does.
+                self.route_entries[op.dst] = Route(op.dst, op.gateway, op.oif or ETH0.index, op.onlink, 254,
+                                                   op.protocol, 0)
             else:
-                self.route_table.pop(op.dst, None)
+                self.route_entries.pop(op.dst, None)
             results.append(None)
         return results
 
@@ -137,10 +155,12 @@ def _lease(n: int, mac: str | None = None) -> Lease:
 
 
 class World:
-    def __init__(self, *, eager: bool = True, kernel: FakeKernel | None = None) -> None:
+    def __init__(self, *, eager: bool = True, kernel: FakeKernel | None = None,
+                 settings: VxlanSettings | None = None) -> None:
         self.kernel = kernel or FakeKernel()
         self.snapshot = LeaseSnapshot(leases={}, malformed={}, revision=1, in_sync=True)
-        self.backend = VxlanBackend(netlink=self.kernel, settings=VxlanSettings(), iface=ETH0,  # type: ignore[arg-type]
+        self.backend = VxlanBackend(netlink=self.kernel, settings=settings or VxlanSettings(),  # type: ignore[arg-type]
+                                    iface=ETH0,
                                     network=NETWORK, subnet_len=24, snapshot=lambda: self.snapshot,
                                     wanted=lambda lease: True, vtep_mac=MY_MAC, eager=eager, full_resync=3600)
         self.backend.own_subnet = OWN
@@ -268,3 +288,52 @@ def test_malformed_lease_on_a_peer_subnet_keeps_its_entries(world: World) -> Non
                                    malformed_by_subnet={IPv4Network("10.244.2.0/24"): "not JSON"})
     world.backend.reconcile()
     assert len(world.peers()) == 2  # garbage on a key is no reason to cut a node off
+
+
+def test_learning_on_makes_a_learning_device_and_leaves_learned_entries_alone() -> None:
+    world = World(settings=VxlanSettings(learning=True))
+    world.leases(_lease(2))
+    world.kernel.learned_fdb.add(("02:00:00:00:00:77", IPv4Address("10.0.0.77")))
+    world.backend.reconcile()
+    device = world.kernel.links["flannel.1"]
+    assert device.vxlan is not None and device.vxlan.learning
+    # flannel's static entries are written all the same; the kernel's own entries are not ours to delete.
+    assert len(world.peers()) == 1
+    assert not [op for op in world.kernel.ops if op.action == "delete"]
+    # The same daemon without Learning recreates a learning device (flannel's config decides).
+    off = World(kernel=world.kernel)
+    off.leases(_lease(2))
+    off.backend.reconcile()
+    device = world.kernel.links["flannel.1"]
+    assert device.vxlan is not None and not device.vxlan.learning and len(off.peers()) == 1
+
+
+def test_direct_routing_routes_on_link_peers_via_their_public_ip_and_asks_the_kernel_once() -> None:
+    world = World(settings=VxlanSettings(direct_routing=True))
+    near, far = _lease(2), _lease(3)
+    world.kernel.on_link.add(near.attrs.public_ip)
+    world.leases(near, far)
+    world.backend.reconcile()
+    direct = world.kernel.route_entries[near.subnet]
+    assert (direct.gateway, direct.onlink, direct.oif, direct.protocol) == (near.attrs.public_ip, False, ETH0.index,
+                                                                            DIRECT_ROUTE_PROTOCOL)
+    assert list(world.peers()) == [far.subnet]  # the far one has its three entries on the device
+    assert IPv4Address("10.244.2.0") not in world.kernel.neigh
+    assert world.kernel.lookups == 2 and world.backend.report.direct == 1
+    world.backend.reconcile()
+    assert world.kernel.lookups == 2  # remembered until the next full observation
+    # The near node moves off our L2 subnet: at the next full pass it goes through the device.
+    world.kernel.on_link.clear()
+    world.backend.forget_observation()
+    world.backend.reconcile()
+    assert set(world.peers()) == {near.subnet, far.subnet} and world.backend.report.direct == 0
+    # A direct route whose lease is gone is removed; someone else's route in the Network is not.
+    world.kernel.on_link.add(near.attrs.public_ip)
+    world.backend.forget_observation()
+    world.backend.reconcile()
+    foreign = IPv4Network("10.244.50.0/24")
+    world.kernel.route_entries[foreign] = Route(foreign, IPv4Address("10.0.0.50"), ETH0.index, False, 254, 4, 0)
+    world.leases(far)
+    world.backend.forget_observation()
+    world.backend.reconcile()
+    assert near.subnet not in world.kernel.route_entries and foreign in world.kernel.route_entries
