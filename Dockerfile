@@ -5,6 +5,10 @@
 # those wheels offline (--no-index), then removes pip itself: no compiler, no build or
 # install tooling is left in the image. tests/manifests/test_dockerfile.py lints this
 # file with hadolint and runs the same two pip steps in a fresh virtualenv.
+#
+# `make image` builds it as registry.cn-hangzhou.aliyuncs.com/flannel-alivpc/flannel-alivpc:<version>,
+# the image the manifests name by default; `make image push IMAGE=<registry>/<repo>:<version>` for
+# another registry, then render the manifests with that reference (--image or FLANNEL_ALIVPC_IMAGE).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: test demo lint install manifests system-deps
+# The image `make image` builds and the manifests name (flannel_alivpc.installer.manifests.DEFAULT_IMAGE);
+# for your own registry: make image push IMAGE=registry.example.com/team/flannel-alivpc:$(VERSION)
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+IMAGE ?= registry.cn-hangzhou.aliyuncs.com/flannel-alivpc/flannel-alivpc:$(VERSION)
+
+.PHONY: test demo lint install manifests system-deps image push
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +37,16 @@ test: lint system-deps
 demo: $(VENV)/.installed
 	env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY $(BIN)/flannel-alivpc demo
 
-# manifests/ (and the RAM policy, derived from the API calls in the code) from flannel_alivpc.installer.manifests
+# manifests/ (and the RAM policy, derived from the API calls in the code) from flannel_alivpc.installer.manifests.
+# With another image, into another directory: .venv/bin/python -m flannel_alivpc.installer.manifests --image REF DIR
 manifests: $(VENV)/.installed
-	$(BIN)/python -m flannel_alivpc.installer.manifests manifests
+	env -u FLANNEL_ALIVPC_IMAGE $(BIN)/python -m flannel_alivpc.installer.manifests manifests
+
+image:
+	docker build --build-arg VERSION=$(VERSION) --tag $(IMAGE) .
+
+push:
+	docker push $(IMAGE)
 
 # the Dockerfile's pinned dependencies: the versions installed in $(VENV)
 requirements.lock: setup.cfg $(VENV)/.installed

@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from flannel_alivpc.clients.cloud_flags import add_cloud_flags
 from flannel_alivpc.core.errors import ConfigError
-from flannel_alivpc.installer.manifests import BACKENDS, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
+from flannel_alivpc.installer.manifests import (
+    BACKENDS,
+    DEFAULT_IMAGE,
+    DEFAULT_POD_CIDR,
+    DEFAULT_SERVICE_CIDR,
+    IMAGE_ENV,
+    check_image_reference,
+)
 from flannel_alivpc.installer.options import (
     DEFAULT_IMAGE_REPOSITORY,
     DEFAULT_KUBERNETES_VERSION,
@@ -91,7 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                          help="registry for the control-plane and pause images (default %(default)s; in China "
                          "e.g. registry.cn-hangzhou.aliyuncs.com/google_containers)")
     mirrors.add_argument("--registry-mirror", default=None, help="a Docker Hub mirror for containerd")
-    mirrors.add_argument("--image", default="", help="flannel-alivpc image (default flannel-alivpc:<version>)")
+    mirrors.add_argument("--image", default=environ.get(IMAGE_ENV) or "",
+                         help=f"flannel-alivpc image (default: env {IMAGE_ENV}, else {DEFAULT_IMAGE})")
     mirrors.add_argument("--cni-plugin-image", default="", help="image that carries the flannel CNI plugin")
     etcd = parser.add_argument_group("etcd (master: where net-conf.json goes; down: where the lease is)")
     etcd.add_argument("--etcd-endpoints", default=environ.get("FLANNELD_ETCD_ENDPOINTS") or "https://127.0.0.1:2379")
@@ -139,7 +147,9 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str], warn: Ca
         pod_cidr=args.pod_cidr, service_cidr=args.service_cidr, backend=args.backend,
         kubernetes_version=parse_kubernetes_version(args.kubernetes_version),
         package_mirror=args.package_mirror, image_repository=args.image_repository.rstrip("/"),
-        registry_mirror=args.registry_mirror, image=args.image, cni_plugin_image=args.cni_plugin_image,
+        registry_mirror=args.registry_mirror,
+        image=check_image_reference(args.image, f"--image (or env {IMAGE_ENV})") if args.image else "",
+        cni_plugin_image=args.cni_plugin_image,
         cloud_provider=args.cloud_provider, slb_controller=args.slb_controller,
         etcd_endpoints=args.etcd_endpoints, etcd_prefix=args.etcd_prefix, etcd_cafile=args.etcd_cafile,
         etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,

@@ -11,7 +11,7 @@ from typing import Any
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.network import parse_network_config
 from flannel_alivpc.core.secrets import Secret
-from flannel_alivpc.installer import manifests, yamlout
+from flannel_alivpc.installer import manifests
 from flannel_alivpc.installer.context import ADMIN_KUBECONFIG, CONFIG_DIR, KUBELET_KUBECONFIG, Context
 from flannel_alivpc.installer.host import CONTAINERD_SOCKET, KubernetesPackages
 from flannel_alivpc.installer.options import API_SERVER_PORT, Discovery
@@ -90,7 +90,7 @@ def kubeadm_documents(ctx: Context) -> list[dict[str, Any]]:
 
 
 def render_kubeadm_config(ctx: Context) -> str:
-    return yamlout.dump_all(kubeadm_documents(ctx), [
+    return manifests.dump_yaml(kubeadm_documents(ctx), [
         "kubeadm configuration written by flannel-alivpc install (rewritten on every run).",
         "It may hold a bootstrap token: keep it private (mode 0600)."])
 
@@ -214,7 +214,9 @@ class EtcdSecret:
         missing = [files[k] for k, v in values.items() if v is None]
         if missing:
             raise ConfigError(f"{', '.join(missing)} missing")
-        return {k: v or "" for k, v in values.items()}
+        # kubeadm's etcd listens on the master's address, where every node's daemon reaches it.
+        return {manifests.ETCD_ENDPOINTS_KEY: f"https://{ctx.identity().private_ipv4}:2379",
+                **{k: v or "" for k, v in values.items()}}
 
     def check(self, ctx: Context) -> Status:
         if not all(ctx.fs.exists(p) for p in (ETCD_CA_CERT, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY)):
@@ -226,7 +228,8 @@ class EtcdSecret:
 
     def apply(self, ctx: Context) -> None:
         wanted = self._wanted(ctx)
-        _apply_stdin(ctx, manifests.etcd_secret(wanted["ca.crt"], wanted["tls.crt"], wanted["tls.key"]))
+        _apply_stdin(ctx, manifests.etcd_secret(wanted[manifests.ETCD_ENDPOINTS_KEY], wanted["ca.crt"],
+                                                wanted["tls.crt"], wanted["tls.key"]))
 
 
 class NetworkConfig:
@@ -298,13 +301,13 @@ def manifest_values(ctx: Context) -> manifests.ManifestValues:
         cni_plugin_image=opts.cni_plugin_image or manifests.CNI_PLUGIN_IMAGE,
         pod_cidr=opts.pod_cidr,
         backend=ctx.backend,
-        etcd_endpoints=f"https://{ctx.identity().private_ipv4}:2379",
+        etcd_prefix=ctx.options.etcd_prefix,
     )
 
 
 def render_cluster_manifests(ctx: Context) -> str:
     objects = manifests.cluster_objects(manifest_values(ctx), slb_controller=ctx.options.slb_controller)
-    return yamlout.dump_all(objects, ["flannel-alivpc as deployed on this cluster by flannel-alivpc install."])
+    return manifests.dump_yaml(objects, ["flannel-alivpc as deployed on this cluster by flannel-alivpc install."])
 
 
 class Manifests:

@@ -1,40 +1,54 @@
 """The Kubernetes manifests: built here, rendered into manifests/ and applied by the installer.
 
-One source for both: ``manifests/*.yaml`` are this module's output with the
-default values (``make manifests``, or ``python -m flannel_alivpc.installer.manifests
-DIR``), and the installer applies the same objects with this cluster's values
-(pod CIDR, backend, etcd endpoint, image). A test checks that the files in the
-repository equal a fresh rendering, validates them against the Kubernetes
-OpenAPI schemas and checks them against the code (flags, env names, ports).
+One source for both: ``manifests/`` is this module's output with the default
+values (``make manifests``), ``python -m flannel_alivpc.installer.manifests
+[--image REF] DIR`` renders the same files with another image (also env
+``FLANNEL_ALIVPC_IMAGE``), and the installer applies the same objects with this
+cluster's values. What is shipped applies as it is: nothing in it is a
+placeholder (the etcd address comes from the etcd Secret, which the cluster
+needs anyway). A test checks that the files in the repository equal a fresh
+rendering, validates them against the Kubernetes OpenAPI schemas and checks
+them against the code (flags, env names, ports). YAML is PyYAML's safe dumper.
 
 What runs where:
 
-* DaemonSet ``flannel-alivpc`` (kube-system): the route daemon on every node.
-  hostNetwork, capabilities NET_ADMIN and NET_RAW only (not privileged),
-  tolerates every taint, system-node-critical. Init containers put the flannel
-  CNI plugin in /opt/cni/bin and the conflist in /etc/cni/net.d. It reaches
-  the cluster's etcd with a client certificate from the Secret
-  ``flannel-alivpc-etcd`` and the cloud with the access key from the Secret
-  ``flannel-alivpc-credentials`` (optional: without it, the instance's RAM role).
-* ConfigMap ``flannel-alivpc-config``: net-conf.json (ali-vpc or vxlan variant)
-  and the CNI conflist. The daemon reads the network config from etcd
-  (``<prefix>/config``); the installer writes net-conf.json there.
+* DaemonSet ``flannel-alivpc`` (kube-system): the route daemon on every node,
+  with ``--ip-masq`` as kube-flannel.yml runs flanneld. hostNetwork,
+  capabilities NET_ADMIN and NET_RAW only (not privileged), tolerates every
+  taint, system-node-critical; labelled ``app: flannel``/``k8s-app: flannel``
+  as upstream's pods are, beside the recommended labels. Init containers put
+  the flannel CNI plugin in /opt/cni/bin and the conflist in /etc/cni/net.d.
+  It reaches the cluster's etcd at the address and with the client
+  certificate in the Secret ``flannel-alivpc-etcd``, and the cloud with the
+  access key in the Secret ``flannel-alivpc-credentials`` (optional: without
+  it, the instance's RAM role).
+* ConfigMap ``flannel-alivpc-config``: the CNI conflist only. The subnet
+  manager is etcd (``SUBNET_MANAGERS``), so the daemon reads net-conf.json
+  from etcd (``<prefix>/config``), never from a ConfigMap; net-conf-*.json are
+  the values to put there (the installer does). Another subnet manager (the
+  Kubernetes API) would add net-conf.json to this ConfigMap and mount it.
 * Deployment ``flannel-alivpc-slb-controller``: ``flannel-alivpc slb-controller``
   on a control-plane node, with its ServiceAccount and RBAC.
-* Secret template for the access key; the RAM policy in ram-policy.json.
+* The RAM policy in ram-policy.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from flannel_alivpc import __version__
-from flannel_alivpc.installer import yamlout
+from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.core.network import DEFAULT_PREFIX
 from flannel_alivpc.installer.ram import render_ram_policy
 
 NAMESPACE = "kube-system"
@@ -44,7 +58,10 @@ CREDENTIALS_SECRET = "flannel-alivpc-credentials"
 ETCD_SECRET = "flannel-alivpc-etcd"
 SLB_NAME = "flannel-alivpc-slb-controller"
 IMAGE_NAME = "flannel-alivpc"
-DEFAULT_IMAGE = f"{IMAGE_NAME}:{__version__}"
+IMAGE_REPOSITORY = "registry.cn-hangzhou.aliyuncs.com/flannel-alivpc"
+"""Where ``make image`` tags (and ``make push`` pushes) the image; ``IMAGE=...`` picks another."""
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}/{IMAGE_NAME}:{__version__}"
+IMAGE_ENV = "FLANNEL_ALIVPC_IMAGE"
 CNI_PLUGIN_IMAGE = "docker.io/flannel/flannel-cni-plugin:v1.5.1-flannel1"
 HEALTHZ_PORT = 8471
 HEALTHZ_IP = "127.0.0.1"
@@ -52,7 +69,6 @@ SLB_HEALTHZ_PORT = 8473
 """The SLB controller's /healthz (host network, so not the daemon's port on the same node)."""
 DEFAULT_POD_CIDR = "172.16.0.0/16"
 DEFAULT_SERVICE_CIDR = "172.19.0.0/20"
-ETCD_ENDPOINT_PLACEHOLDER = "https://REPLACE-WITH-MASTER-IP:2379"
 ETCD_CERT_DIR = "/etc/flannel-alivpc/etcd"
 CNI_CONFLIST = "/etc/cni/net.d/10-flannel.conflist"
 SUBNET_DIR = "/run/flannel"
@@ -65,7 +81,29 @@ KEY_ID_ENV = "ACCESS_KEY_ID"
 KEY_SECRET_ENV = "ACCESS_KEY_SECRET"
 SECRET_KEY_ID = "access-key-id"
 SECRET_KEY_SECRET = "access-key-secret"
+ETCD_ENDPOINTS_KEY = "endpoints"
+"""The etcd Secret's key holding the etcd URLs (comma-separated), beside ca.crt, tls.crt and tls.key."""
 BACKENDS = ("ali-vpc", "vxlan")
+SUBNET_MANAGERS = ("etcd",)
+"""Where the daemons keep their leases and read the network config; each renders its own daemon wiring."""
+UPSTREAM_LABELS = {"app": "flannel", "k8s-app": "flannel", "tier": "node"}
+"""kube-flannel.yml's labels: selectors, dashboards and runbooks written for flannel find these pods."""
+
+_IMAGE_REFERENCE = re.compile(
+    r"^(?P<registry>[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?)/"  # a host: has a dot or a port, or is localhost
+    r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})|@sha256:[0-9a-f]{64})$")
+
+
+def check_image_reference(value: str, source: str) -> str:
+    """``value`` if it names a registry and a version (tag or digest); else a ConfigError naming ``source``."""
+    match = _IMAGE_REFERENCE.match(value)
+    registry = match.group("registry") if match else ""
+    qualified = "." in registry or ":" in registry or registry == "localhost"
+    if not (match and qualified) or match.group("tag") == "latest":
+        raise ConfigError(f"{source} {value!r}: expected a registry-qualified, versioned image reference such "
+                          f"as {DEFAULT_IMAGE} (registry host, repository, then :<version> or @sha256:<digest>)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -76,7 +114,8 @@ class ManifestValues:
     cni_plugin_image: str = CNI_PLUGIN_IMAGE
     pod_cidr: str = DEFAULT_POD_CIDR
     backend: str = "ali-vpc"
-    etcd_endpoints: str = ETCD_ENDPOINT_PLACEHOLDER
+    subnet_manager: str = "etcd"
+    etcd_prefix: str = DEFAULT_PREFIX
     healthz_port: int = HEALTHZ_PORT
 
 
@@ -104,11 +143,18 @@ def cni_conflist() -> dict[str, Any]:
     }
 
 
-def _meta(name: str, namespaced: bool = True) -> dict[str, Any]:
+def _labels(name: str, *, upstream: bool = False) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "flannel-alivpc"}
+    if upstream:
+        labels.update(UPSTREAM_LABELS)
+    return labels
+
+
+def _meta(name: str, namespaced: bool = True, *, upstream: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespaced:
         meta["namespace"] = NAMESPACE
-    meta["labels"] = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "flannel-alivpc"}
+    meta["labels"] = _labels(name, upstream=upstream)
     return meta
 
 
@@ -137,25 +183,36 @@ def _hardened(*, root: bool, capabilities: Sequence[str] = ()) -> dict[str, Any]
     return context
 
 
+def _check_subnet_manager(values: ManifestValues) -> None:
+    if values.subnet_manager not in SUBNET_MANAGERS:
+        raise ValueError(f"unknown subnet manager {values.subnet_manager!r}: use one of {', '.join(SUBNET_MANAGERS)}")
+
+
 def configmap(values: ManifestValues) -> dict[str, Any]:
+    _check_subnet_manager(values)
+    meta = _meta(CONFIG_MAP_NAME, upstream=True)
+    # The etcd subnet manager reads net-conf.json from etcd: a copy here would be a second,
+    # silently ignored source of truth, so there is none and the ConfigMap says where it is.
+    meta["annotations"] = {"flannel-alivpc.io/network-config": f"read from etcd at {values.etcd_prefix}/config, "
+                                                               f"not from this ConfigMap"}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(CONFIG_MAP_NAME),
-        "data": {
-            "net-conf.json": net_conf_json(values.pod_cidr, values.backend),
-            "cni-conf.json": json.dumps(cni_conflist(), indent=2) + "\n",
-        },
+        "metadata": meta,
+        "data": {"cni-conf.json": json.dumps(cni_conflist(), indent=2) + "\n"},
     }
 
 
 def daemon_args(values: ManifestValues) -> list[str]:
-    return ["--healthz-ip", HEALTHZ_IP, "--healthz-port", str(values.healthz_port)]
+    return ["--ip-masq", "--healthz-ip", HEALTHZ_IP, "--healthz-port", str(values.healthz_port)]
 
 
 def daemon_env(values: ManifestValues) -> list[dict[str, Any]]:
+    _check_subnet_manager(values)
+    endpoints = {"secretKeyRef": {"name": ETCD_SECRET, "key": ETCD_ENDPOINTS_KEY}}
     return [
-        {"name": "FLANNELD_ETCD_ENDPOINTS", "value": values.etcd_endpoints},
+        {"name": "FLANNELD_ETCD_ENDPOINTS", "valueFrom": endpoints},
+        {"name": "FLANNELD_ETCD_PREFIX", "value": values.etcd_prefix},
         {"name": "FLANNELD_ETCD_CAFILE", "value": f"{ETCD_CERT_DIR}/ca.crt"},
         {"name": "FLANNELD_ETCD_CERTFILE", "value": f"{ETCD_CERT_DIR}/tls.crt"},
         {"name": "FLANNELD_ETCD_KEYFILE", "value": f"{ETCD_CERT_DIR}/tls.key"},
@@ -164,17 +221,18 @@ def daemon_env(values: ManifestValues) -> list[dict[str, Any]]:
 
 
 def daemonset(values: ManifestValues) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": DAEMON_NAME}
+    # The selector is immutable once applied: it stays the recommended label alone.
+    selector = {"app.kubernetes.io/name": DAEMON_NAME}
     probe = {"httpGet": {"host": HEALTHZ_IP, "path": "/healthz", "port": values.healthz_port}}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _meta(DAEMON_NAME),
+        "metadata": _meta(DAEMON_NAME, upstream=True),
         "spec": {
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": selector},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": _labels(DAEMON_NAME, upstream=True)},
                 "spec": {
                     "hostNetwork": True,
                     "priorityClassName": "system-node-critical",
@@ -217,7 +275,6 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
                                            "periodSeconds": 10},
                         "volumeMounts": [
                             {"name": "run-flannel", "mountPath": SUBNET_DIR},
-                            {"name": "flannel-cfg", "mountPath": "/etc/kube-flannel", "readOnly": True},
                             {"name": "etcd-certs", "mountPath": ETCD_CERT_DIR, "readOnly": True},
                             {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
                         ],
@@ -330,31 +387,25 @@ def slb_deployment(values: ManifestValues) -> dict[str, Any]:
     }
 
 
-def secret_template() -> dict[str, Any]:
+def credentials_secret(key_id: str, key_secret: str) -> dict[str, Any]:
+    """The access key's Secret, for ``kubectl apply -f -`` on stdin (never written to disk or argv)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _meta(CREDENTIALS_SECRET),
         "type": "Opaque",
-        "stringData": {SECRET_KEY_ID: "REPLACE-WITH-ACCESS-KEY-ID",
-                       SECRET_KEY_SECRET: "REPLACE-WITH-ACCESS-KEY-SECRET"},
+        "stringData": {SECRET_KEY_ID: key_id, SECRET_KEY_SECRET: key_secret},
     }
 
 
-def credentials_secret(key_id: str, key_secret: str) -> dict[str, Any]:
-    """The real Secret, for ``kubectl apply -f -`` on stdin (never written to disk or argv)."""
-    secret = secret_template()
-    secret["stringData"] = {SECRET_KEY_ID: key_id, SECRET_KEY_SECRET: key_secret}
-    return secret
-
-
-def etcd_secret(ca_pem: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+def etcd_secret(endpoints: str, ca_pem: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+    """How the daemons reach etcd: its URLs and a client certificate."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _meta(ETCD_SECRET),
         "type": "Opaque",
-        "stringData": {"ca.crt": ca_pem, "tls.crt": cert_pem, "tls.key": key_pem},
+        "stringData": {ETCD_ENDPOINTS_KEY: endpoints, "ca.crt": ca_pem, "tls.crt": cert_pem, "tls.key": key_pem},
     }
 
 
@@ -366,46 +417,55 @@ def cluster_objects(values: ManifestValues, *, slb_controller: bool) -> list[dic
     return objects
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper; multi-line strings (the JSON files in ConfigMaps) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself when a literal block cannot hold the text exactly.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(documents: Iterable[Any], header: Sequence[str] = ()) -> str:
+    """YAML documents separated by ``---``, keys in the order given, after ``header`` as ``#`` lines."""
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header)
+    body = yaml.dump_all(list(documents), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                         width=1 << 16)  # no folding of long strings
+    return comment + body
+
+
 _REGENERATE = "Generated by flannel_alivpc.installer.manifests: regenerate with `make manifests`."
 
 
 def repository_files(values: ManifestValues | None = None) -> dict[str, str]:
     """File name -> content of everything in manifests/ (README.md aside)."""
     v = values or ManifestValues()
-    vxlan = ManifestValues(image=v.image, cni_plugin_image=v.cni_plugin_image, pod_cidr=v.pod_cidr,
-                           backend="vxlan", etcd_endpoints=v.etcd_endpoints, healthz_port=v.healthz_port)
     return {
-        "rbac.yaml": yamlout.dump_all(rbac(), [
+        "rbac.yaml": dump_yaml(rbac(), [
             "ServiceAccounts and RBAC. The route daemon needs no Kubernetes API access;",
             "the SLB controller watches Services, Nodes and EndpointSlices and holds a leader Lease.",
             _REGENERATE]),
-        "net-conf-alivpc.yaml": yamlout.dump_all([configmap(v)], [
-            "Network config for VPC clusters (the guide's flannel-vpc.yml, without the access key).",
-            "Set Network to the cluster's pod CIDR; put net-conf.json into etcd at",
-            "/coreos.com/network/config (the installer does both). Apply this or the vxlan variant.",
+        "flannel-alivpc.yaml": dump_yaml([configmap(v), daemonset(v)], [
+            "The route daemon on every node, and its CNI config. Before applying it, put the network config",
+            f"into etcd at {v.etcd_prefix}/config (net-conf-alivpc.json or net-conf-vxlan.json) and create the",
+            f"Secret {ETCD_SECRET}: {ETCD_ENDPOINTS_KEY} (the etcd URLs), ca.crt, tls.crt, tls.key (a client",
+            f"certificate); unless the nodes have a RAM role, also {CREDENTIALS_SECRET} (manifests/README.md).",
             _REGENERATE]),
-        "net-conf-vxlan.yaml": yamlout.dump_all([configmap(vxlan)], [
-            "Network config for clusters of stock flanneld vxlan nodes (no cloud access): flannel-compatible VXLAN",
-            "(the guide's flannel-vxlan.yml). Security groups must allow UDP 8472 between nodes.",
-            _REGENERATE]),
-        "flannel-alivpc.yaml": yamlout.dump_all([daemonset(v)], [
-            "The route daemon on every node. Replace REPLACE-WITH-MASTER-IP with the etcd address;",
-            f"create the Secret {ETCD_SECRET} (ca.crt, tls.crt, tls.key: an etcd client certificate)",
-            f"and, unless the nodes have a RAM role, {CREDENTIALS_SECRET} (secret.template.yaml).",
-            _REGENERATE]),
-        "slb-controller.yaml": yamlout.dump_all([slb_deployment(v)], [
+        "slb-controller.yaml": dump_yaml([slb_deployment(v)], [
             "The SLB controller: Services of type LoadBalancer -> Alibaba Cloud SLB.", _REGENERATE]),
-        "secret.template.yaml": yamlout.dump_all([secret_template()], [
-            "The access key of a RAM user holding ram-policy.json. Fill in, then",
-            "`kubectl apply -f secret.template.yaml`, and do not commit the filled-in copy.", _REGENERATE]),
+        "net-conf-alivpc.json": net_conf_json(v.pod_cidr, "ali-vpc"),
+        "net-conf-vxlan.json": net_conf_json(v.pod_cidr, "vxlan"),
         "ram-policy.json": render_ram_policy(),
     }
 
 
-def write_repository_files(directory: Path) -> list[str]:
+def write_repository_files(directory: Path, values: ManifestValues | None = None) -> list[str]:
     """Write the files of manifests/ into ``directory``; returns the names that changed."""
     changed = []
-    for name, content in repository_files().items():
+    for name, content in repository_files(values).items():
         path = directory / name
         if not path.exists() or path.read_text() != content:
             path.write_text(content)
@@ -413,15 +473,23 @@ def write_repository_files(directory: Path) -> list[str]:
     return changed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m flannel_alivpc.installer.manifests DIRECTORY", file=sys.stderr)
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flannel_alivpc.installer.manifests",
+        description="Render the manifests (and the RAM policy) into DIRECTORY.")
+    parser.add_argument("directory", metavar="DIRECTORY", type=Path)
+    parser.add_argument("--image", default=None,
+                        help=f"the flannel-alivpc image (default: env {IMAGE_ENV}, else {DEFAULT_IMAGE})")
+    args = parser.parse_args(argv)
+    source, image = ("--image", args.image) if args.image is not None else (IMAGE_ENV, env.get(IMAGE_ENV))
+    try:
+        values = ManifestValues(image=check_image_reference(image, source) if image is not None else DEFAULT_IMAGE)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    directory = Path(args[0])
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in write_repository_files(directory):
-        print(f"wrote {directory / name}")
+    args.directory.mkdir(parents=True, exist_ok=True)
+    for name in write_repository_files(args.directory, values):
+        print(f"wrote {args.directory / name}")
     return 0
 
 

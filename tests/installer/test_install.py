@@ -116,9 +116,11 @@ def test_master_install_renders_runs_and_resumes(emulator: Emulator, topology: T
 
     # the manifests carry this cluster's values
     docs = {d["kind"]: d for d in yaml.safe_load_all(host.applied_manifest or "")}
-    env = {e["name"]: e.get("value") for e in docs["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["FLANNELD_ETCD_ENDPOINTS"] == f"https://{private_ip(emulator, instance)}:2379"
-    assert json.loads(docs["ConfigMap"]["data"]["net-conf.json"])["Network"] == "172.16.0.0/16"
+    env = {e["name"]: e for e in docs["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    endpoints = env["FLANNELD_ETCD_ENDPOINTS"]["valueFrom"]["secretKeyRef"]
+    assert host.secrets[endpoints["name"]][endpoints["key"]] == f"https://{private_ip(emulator, instance)}:2379"
+    assert env["FLANNELD_ETCD_PREFIX"]["value"] == "/coreos.com/network"
+    assert "net-conf.json" not in docs["ConfigMap"]["data"]  # the daemons read it from etcd (above)
     assert "Deployment" not in docs  # the SLB controller only with --slb-controller
 
     # the join command, ready for a node

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flannel_alivpc.installer import yamlout
+from flannel_alivpc.installer import manifests
 from flannel_alivpc.installer.hostfs import HostFS
 from flannel_alivpc.installer.runner import CommandFailed, NetnsRunner, RecordingRunner, SubprocessRunner
 
@@ -74,10 +74,10 @@ def test_hostfs_writes_atomically_under_its_root(tmp_path: Path) -> None:
      "two": "a\n\n", " lead": " x\ny", "cr": "a\r\nb", "tabs": "a\n\tb", "items": ["p\nq\n", "r\n\n"]},
 ])
 def test_yaml_round_trips(value: Any) -> None:
-    assert yaml.safe_load(yamlout.dump(value)) == value
+    assert yaml.safe_load(manifests.dump_yaml([value])) == value
 
 
 def test_yaml_documents_and_header() -> None:
-    text = yamlout.dump_all([{"kind": "A"}, {"kind": "B"}], ["first line", ""])
+    text = manifests.dump_yaml([{"kind": "A"}, {"kind": "B"}], ["first line", ""])
     assert text.startswith("# first line\n#\n")
     assert list(yaml.safe_load_all(text)) == [{"kind": "A"}, {"kind": "B"}]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +59,61 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("version", [f"1.{MIN_KUBERNETES_MINOR}.0", f"{DEFAULT_KUBERNETES_VERSION}.0"])
 def test_every_manifest_is_valid_for_kubernetes(version: str, offline: None) -> None:
-    rendered = manifests.cluster_objects(manifests.ManifestValues(etcd_endpoints="https://10.0.0.1:2379"),
-                                         slb_controller=True)
-    secrets = [manifests.credentials_secret("id", "secret"), manifests.etcd_secret("ca", "crt", "key")]
+    rendered = manifests.cluster_objects(manifests.ManifestValues(etcd_prefix="/k8s/network"), slb_controller=True)
+    secrets = [manifests.credentials_secret("id", "secret"),
+               manifests.etcd_secret("https://10.0.0.1:2379", "ca", "crt", "key")]
     docs = [d for _, d in all_documents()] + rendered + secrets
-    assert len(docs) >= 12
+    assert len(docs) >= 11
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
+
+
+OWN_IMAGE = "registry.example.com:5000/team/flannel-alivpc:0.1.0-rc1"
+PLACEHOLDER = re.compile(r"REPLACE|CHANGE-?ME|<[a-z -]+>|\bTODO\b|example\.(com|org)|\.\.\.", re.I)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_rendered_with_an_image_reference_the_manifests_apply_as_they_are(
+        how: str, tmp_path: Path, offline: None, capsys: pytest.CaptureFixture[str]) -> None:
+    args, env = ([str(tmp_path), "--image", OWN_IMAGE], {}) if how == "flag" else \
+        ([str(tmp_path)], {manifests.IMAGE_ENV: OWN_IMAGE})
+    assert manifests.main(args, env=env) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(manifests.repository_files())
+    docs = [d for p in sorted(tmp_path.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    images = set()
+    for doc in docs:
+        kubernetes_validate.validate(doc, f"{DEFAULT_KUBERNETES_VERSION}.0", strict=True)
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        images |= {c["image"] for c in pod.get("containers", []) + pod.get("initContainers", [])}
+    assert images == {OWN_IMAGE, manifests.CNI_PLUGIN_IMAGE}
+    for path in tmp_path.iterdir():
+        text = path.read_text().replace(OWN_IMAGE, "")
+        assert not PLACEHOLDER.search(text), f"{path.name}: {PLACEHOLDER.search(text)}"
+    for name in manifests.repository_files():  # the shipped files: the same, but for the image
+        assert (MANIFESTS / name).read_text() == (tmp_path / name).read_text().replace(OWN_IMAGE,
+                                                                                        manifests.DEFAULT_IMAGE)
+
+
+@pytest.mark.parametrize("image", ["flannel-alivpc:0.1.0", "registry.example.com/flannel-alivpc",
+                                   "registry.example.com/flannel-alivpc:latest", "docker.io/Team/x:1",
+                                   "https://registry.example.com/x:1"])
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_an_unqualified_or_unversioned_image_is_refused(image: str, how: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    args, env = ([str(tmp_path), "--image", image], {}) if how == "flag" else \
+        ([str(tmp_path)], {manifests.IMAGE_ENV: image})
+    assert manifests.main(args, env=env) == 2
+    err = capsys.readouterr().err
+    source = "--image" if how == "flag" else manifests.IMAGE_ENV
+    assert err == (f"error: {source} {image!r}: expected a registry-qualified, versioned image reference such as "
+                   f"{manifests.DEFAULT_IMAGE} (registry host, repository, then :<version> or @sha256:<digest>)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shipped_files_hold_no_placeholder() -> None:
+    for path in MANIFESTS.iterdir():
+        if path.name != "README.md":
+            assert not PLACEHOLDER.search(path.read_text()), f"{path.name}: {PLACEHOLDER.search(path.read_text())}"
 
 
 def test_the_daemonset_is_confined() -> None:
@@ -93,10 +143,30 @@ def test_the_daemonset_is_confined() -> None:
     for name in (manifests.KEY_ID_ENV, manifests.KEY_SECRET_ENV):
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == manifests.CREDENTIALS_SECRET and ref["optional"] is True
-    assert {d["metadata"]["name"] for d in documents("secret.template.yaml")} == {manifests.CREDENTIALS_SECRET}
-    template = kind("secret.template.yaml", "Secret")
-    assert set(template["stringData"]) == {env[n]["valueFrom"]["secretKeyRef"]["key"]
-                                           for n in (manifests.KEY_ID_ENV, manifests.KEY_SECRET_ENV)}
+    secret = manifests.credentials_secret("id", "secret")  # what the installer applies
+    assert set(secret["stringData"]) == {env[n]["valueFrom"]["secretKeyRef"]["key"]
+                                         for n in (manifests.KEY_ID_ENV, manifests.KEY_SECRET_ENV)}
+
+
+def test_the_daemonset_carries_upstream_flannels_labels() -> None:
+    config_map, ds = documents("flannel-alivpc.yaml")
+    template = ds["spec"]["template"]["metadata"]["labels"]
+    for labels in (ds["metadata"]["labels"], template, config_map["metadata"]["labels"]):
+        assert labels["app"] == labels["k8s-app"] == "flannel" and labels["tier"] == "node"  # kube-flannel.yml's
+        assert labels["app.kubernetes.io/part-of"] == "flannel-alivpc"
+    assert ds["spec"]["selector"]["matchLabels"].items() <= template.items()
+    assert ds["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": manifests.DAEMON_NAME}  # immutable
+
+
+def test_in_etcd_mode_the_configmap_holds_no_network_config() -> None:
+    config_map, ds = documents("flannel-alivpc.yaml")
+    assert set(config_map["data"]) == {"cni-conf.json"}  # net-conf.json lives in etcd, read from there only
+    assert config_map["metadata"]["annotations"]["flannel-alivpc.io/network-config"] == \
+        "read from etcd at /coreos.com/network/config, not from this ConfigMap"
+    (daemon,) = ds["spec"]["template"]["spec"]["containers"]
+    assert "flannel-cfg" not in {m["name"] for m in daemon["volumeMounts"]}
+    with pytest.raises(ValueError, match="unknown subnet manager 'kube'"):
+        manifests.configmap(manifests.ManifestValues(subnet_manager="kube"))
 
 
 def test_the_daemon_flags_env_and_ports_are_the_daemons() -> None:
@@ -105,16 +175,25 @@ def test_the_daemon_flags_env_and_ports_are_the_daemons() -> None:
     (daemon,) = pod["containers"]
     plain_env = {e["name"]: e["value"] for e in daemon["env"] if "value" in e}
     flags = {max(a.option_strings, key=len) for a in cli.build_parser(env={})._actions if a.option_strings}
-    for name in plain_env:
-        assert name.startswith("FLANNELD_")
+    flanneld_env = [e for e in daemon["env"] if e["name"].startswith("FLANNELD_")]
+    assert set(plain_env) <= {e["name"] for e in flanneld_env}
+    for name in (e["name"] for e in flanneld_env):
         assert "--" + name.removeprefix("FLANNELD_").lower().replace("_", "-") in flags, name
+    # The etcd address comes from the etcd Secret, as the installer writes it.
+    (endpoints,) = [e["valueFrom"]["secretKeyRef"] for e in flanneld_env if e["name"] == "FLANNELD_ETCD_ENDPOINTS"]
+    secret = manifests.etcd_secret("https://192.168.0.10:2379", "ca", "crt", "key")
+    assert endpoints["name"] == secret["metadata"]["name"] == manifests.ETCD_SECRET
+    plain_env["FLANNELD_ETCD_ENDPOINTS"] = secret["stringData"][endpoints["key"]]
     args = cli.build_parser(env=plain_env).parse_args(daemon["args"])
     assert args.command is None  # the daemon itself, not a subcommand
     config = config_from_args(args, env={})
-    mounts = {m["mountPath"] for m in daemon["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in daemon["volumeMounts"]}
     for path in (config.etcd_cafile, config.etcd_certfile, config.etcd_keyfile):
-        assert path and str(Path(path).parent) in mounts
-    assert config.etcd_endpoints == [manifests.ETCD_ENDPOINT_PLACEHOLDER]
+        assert path and mounts[str(Path(path).parent)] == "etcd-certs"
+        assert Path(path).name in secret["stringData"]
+    assert config.etcd_endpoints == ["https://192.168.0.10:2379"]
+    assert config.etcd_prefix == "/coreos.com/network"
+    assert config.ip_masq is True  # as kube-flannel.yml runs flanneld
     for probe in (daemon["livenessProbe"], daemon["readinessProbe"]):
         assert probe["httpGet"]["port"] == config.healthz_port == manifests.HEALTHZ_PORT
         assert probe["httpGet"]["host"] == config.healthz_ip
@@ -150,8 +229,13 @@ def test_the_slb_controller_deployment() -> None:
     assert {("", "services"), ("", "nodes"), ("discovery.k8s.io", "endpointslices")} <= watched
 
 
-def test_images_are_this_version() -> None:
-    assert f"{manifests.IMAGE_NAME}:{__version__}" == manifests.DEFAULT_IMAGE
+def test_images_are_this_version_and_what_make_image_builds() -> None:
+    assert f"{manifests.IMAGE_REPOSITORY}/{manifests.IMAGE_NAME}:{__version__}" == manifests.DEFAULT_IMAGE
+    assert manifests.check_image_reference(manifests.DEFAULT_IMAGE, "default") == manifests.DEFAULT_IMAGE
+    make = subprocess.run(["make", "-n", "image", "push"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert make.stdout.splitlines() == [
+        f"docker build --build-arg VERSION={__version__} --tag {manifests.DEFAULT_IMAGE} .",
+        f"docker push {manifests.DEFAULT_IMAGE}"]
     images = set()
     for _, doc in all_documents():
         pod = doc.get("spec", {}).get("template", {}).get("spec", {})
@@ -162,15 +246,14 @@ def test_images_are_this_version() -> None:
     assert f"version = {__version__}\n" in (REPO / "setup.cfg").read_text()
 
 
-@pytest.mark.parametrize("name, backend", [("net-conf-alivpc.yaml", "ali-vpc"), ("net-conf-vxlan.yaml", "vxlan")])
+@pytest.mark.parametrize("name, backend", [("net-conf-alivpc.json", "ali-vpc"), ("net-conf-vxlan.json", "vxlan")])
 def test_the_network_configs(name: str, backend: str) -> None:
-    config_map = kind(name, "ConfigMap")
-    assert config_map["metadata"]["name"] == manifests.CONFIG_MAP_NAME
-    net_conf = parse_network_config(config_map["data"]["net-conf.json"], source=name)
+    text = (MANIFESTS / name).read_text()
+    net_conf = parse_network_config(text, source=name)
     assert net_conf.backend_type == backend
     assert str(net_conf.network) == manifests.DEFAULT_POD_CIDR
-    assert "AccessKey" not in config_map["data"]["net-conf.json"]  # keys live in the Secret only
-    cni = json.loads(config_map["data"]["cni-conf.json"])
+    assert "AccessKey" not in text  # keys live in the Secret only
+    cni = json.loads(kind("flannel-alivpc.yaml", "ConfigMap")["data"]["cni-conf.json"])
     assert [p["type"] for p in cni["plugins"]] == ["flannel", "portmap"]
 
 
