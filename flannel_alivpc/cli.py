@@ -12,10 +12,21 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from flannel_alivpc import __version__
+from flannel_alivpc.core import flags, logfmt
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.installer import add_parser as _add_install_parser
-from flannel_alivpc.routed.config import add_connection_flags, add_daemon_flags, apply_env_defaults
+from flannel_alivpc.routed.config import (
+    CONNECTION_FLAGS,
+    DAEMON_FLAGS,
+    FLAG_SOURCES,
+    REFUSED_FLAGS,
+    DaemonConfig,
+    check_local_files,
+    config_from_args,
+)
 from flannel_alivpc.slb.cli import add_parser as _add_slb_parser
+
+log = logging.getLogger("flannel-alivpc")
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -94,26 +105,30 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_config(args: argparse.Namespace) -> DaemonConfig:
+    config = config_from_args(args)
+    check_local_files(config, args)
+    return config
+
+
 def _run_daemon(args: argparse.Namespace) -> int:
-    from flannel_alivpc.routed.config import config_from_args
+    config = _checked_config(args)
     from flannel_alivpc.routed.daemon import run_daemon
 
-    return run_daemon(config_from_args(args))
+    return run_daemon(config)
 
 
 def _run_routes(args: argparse.Namespace) -> int:
-    from flannel_alivpc.routed.config import config_from_args
     from flannel_alivpc.routed.inspect import run_routes
 
-    return run_routes(config_from_args(args), vpc_id=args.vpc_id, output=args.output, check=args.check,
+    return run_routes(_checked_config(args), vpc_id=args.vpc_id, output=args.output, check=args.check,
                       out=sys.stdout, env=os.environ)
 
 
 def _run_leases(args: argparse.Namespace) -> int:
-    from flannel_alivpc.routed.config import config_from_args
     from flannel_alivpc.routed.inspect import run_leases
 
-    return run_leases(config_from_args(args), output=args.output, out=sys.stdout)
+    return run_leases(_checked_config(args), output=args.output, out=sys.stdout)
 
 
 def _add_inspect_parsers(
@@ -122,15 +137,17 @@ def _add_inspect_parsers(
     routes = subparsers.add_parser(
         "routes", help="show each route table's flannel entries beside the leases",
         description="List every flannel entry of each route table with its state: ok, pending, missing, "
-        "stale, wrong-next-hop. Read-only. --check exits 3 on drift, 0 when clean.")
-    add_connection_flags(routes)
+        "stale, wrong-next-hop. Read-only. --check exits 3 on drift, 0 when clean.",
+        allow_abbrev=False)
+    flags.add_flags(routes, CONNECTION_FLAGS)
     routes.add_argument("--vpc-id", default=None, help="VPC to inspect (default: this instance's, from metadata)")
     routes.add_argument("--output", choices=["table", "json"], default="table")
     routes.add_argument("--check", action="store_true", help="exit 3 when any entry is not ok")
     routes.set_defaults(func=_run_routes)
     leases = subparsers.add_parser("leases", help="list the flannel subnet leases in etcd",
-                                   description="List the subnet leases in etcd, malformed ones included. Read-only.")
-    add_connection_flags(leases)
+                                   description="List the subnet leases in etcd, malformed ones included. Read-only.",
+                                   allow_abbrev=False)
+    flags.add_flags(leases, CONNECTION_FLAGS)
     leases.add_argument("--output", choices=["table", "json"], default="table")
     leases.set_defaults(func=_run_leases)
     return [routes, leases]
@@ -161,33 +178,94 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.set_defaults(func=_run_demo)
 
 
-def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flannel-alivpc",
-        description="Without a command: run the route daemon (flannel leases in etcd -> VPC route entries). "
-        "Every flag can also be set as env FLANNELD_<FLAG>, e.g. FLANNELD_ETCD_ENDPOINTS.")
+class CommandParser(argparse.ArgumentParser):
+    """argparse, plus the one CLI model: each level resolves its own flags from argv, env and defaults.
+
+    The daemon's flags sit on the top level (``flannel-alivpc --iface eth0``);
+    a subcommand that shares some of them (``routes``, ``leases``) takes them
+    before or after its name; anything given at a level that does not use it is
+    refused with a sentence, and every error shows the usage of the level the
+    user was typing at.
+    """
+
+    env: Mapping[str, str] = os.environ
+    level_flags: Mapping[str | None, Sequence[flags.Flag]] = {}
+    commands: Mapping[str, argparse.ArgumentParser] = {}
+    go_names: frozenset[str] = frozenset()
+
+    # Narrower than argparse's overloads: this parser always makes its own namespace.
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: None = None) -> argparse.Namespace:
+        words = sys.argv[1:] if args is None else args
+        parsed, extras = self.parse_known_args(flags.go_spelling(words, self.go_names))
+        command: str | None = getattr(parsed, "command", None)
+        level = self.commands.get(command, self) if command else self
+        if extras:
+            level.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras, command)}")
+        before = flags.given_before(parsed)
+        own = self.level_flags.get(command, ())
+        for field in before:
+            if field not in {flag.field for flag in own}:
+                option = next(flag.option for flag in DAEMON_FLAGS if flag.field == field)
+                level.error(f"{option} is a flag of the route daemon (flannel-alivpc without a command); "
+                            f"`{command}` does not take it before its name (see flannel-alivpc {command} --help)")
+        sources = flags.resolve(parsed, own, self.env, level.error, before)
+        setattr(parsed, FLAG_SOURCES, sources)
+        return parsed
+
+    @staticmethod
+    def _hint(extras: Sequence[str], command: str | None) -> str:
+        daemon_only = {flag.option for flag in DAEMON_FLAGS} - {flag.option for flag in CONNECTION_FLAGS}
+        misplaced = [word.split("=")[0] for word in extras if word.split("=")[0] in daemon_only]
+        if command and misplaced:
+            return f" ({misplaced[0]} is a flag of the route daemon, flannel-alivpc without a command)"
+        return ""
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """--log-level, --log-format, -v and --version: the same at every level."""
+    flags.add_flags(parser, logfmt.LOG_FLAGS)
     parser.add_argument("--version", action="version", version=f"flannel-alivpc {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    add_daemon_flags(parser)
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> CommandParser:
+    parser = CommandParser(
+        prog="flannel-alivpc", allow_abbrev=False,
+        usage="%(prog)s [FLAGS]            run the route daemon\n"
+              "       %(prog)s COMMAND [FLAGS]    see the commands below",
+        description="Without a command: run the route daemon (flannel leases in etcd -> VPC route entries), "
+        "with flanneld's flags. Every flag can also be set as env FLANNELD_<FLAG>, e.g. FLANNELD_ETCD_ENDPOINTS; "
+        "a flag on the command line wins.")
+    _add_global_flags(parser)
+    daemon = parser.add_argument_group("route daemon (flanneld's flags; -flag as in Go works too)")
+    flags.add_flags(daemon, DAEMON_FLAGS, stored_as=flags.BEFORE)
+    flags.add_refusals(parser, REFUSED_FLAGS)
     parser.set_defaults(func=_run_daemon)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", prog="flannel-alivpc",
+                                       parser_class=argparse.ArgumentParser)
     _add_emulator_parser(subparsers)
     _add_demo_parser(subparsers)
     _add_install_parser(subparsers)
     _add_slb_parser(subparsers)
-    inspectors = _add_inspect_parsers(subparsers)
-    for sub in (parser, *inspectors):
-        apply_env_defaults(sub, os.environ if env is None else env)
+    _add_inspect_parsers(subparsers)
+    for sub in subparsers.choices.values():
+        _add_global_flags(sub)
+    parser.env = os.environ if env is None else env
+    parser.commands = dict(subparsers.choices)
+    parser.go_names = frozenset({"version", *(f.name for f in (*DAEMON_FLAGS, *logfmt.LOG_FLAGS)),
+                                 *(name for f in REFUSED_FLAGS for name in (f.name, *f.aliases))})
+    connection = (*CONNECTION_FLAGS, *logfmt.LOG_FLAGS)
+    parser.level_flags = {None: (*DAEMON_FLAGS, *logfmt.LOG_FLAGS), "routes": connection, "leases": connection,
+                          **{name: logfmt.LOG_FLAGS for name in subparsers.choices if name not in ("routes", "leases")}}
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    logfmt.configure(args.log_level, args.log_format, args.v)
     try:
         result: int = args.func(args)
     except ConfigError as error:
-        logging.getLogger("flannel-alivpc").error("%s", error)
+        log.error("%s", error)
         return 2
     return result
