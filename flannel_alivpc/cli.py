@@ -131,6 +131,11 @@ def _run_leases(args: argparse.Namespace) -> int:
     return run_leases(_checked_config(args), output=args.output, out=sys.stdout)
 
 
+# routed.inspect.OUTPUT_FORMATS, spelled out: importing inspect here would load the etcd client on every run.
+OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
+OUTPUT_HELP = "table (default), wide (every column), json or yaml (durations in seconds)"
+
+
 def _add_inspect_parsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> list[argparse.ArgumentParser]:
@@ -141,14 +146,14 @@ def _add_inspect_parsers(
         allow_abbrev=False)
     flags.add_flags(routes, CONNECTION_FLAGS)
     routes.add_argument("--vpc-id", default=None, help="VPC to inspect (default: this instance's, from metadata)")
-    routes.add_argument("--output", choices=["table", "json"], default="table")
+    routes.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table", help=OUTPUT_HELP)
     routes.add_argument("--check", action="store_true", help="exit 3 when any entry is not ok")
     routes.set_defaults(func=_run_routes)
     leases = subparsers.add_parser("leases", help="list the flannel subnet leases in etcd",
                                    description="List the subnet leases in etcd, malformed ones included. Read-only.",
                                    allow_abbrev=False)
     flags.add_flags(leases, CONNECTION_FLAGS)
-    leases.add_argument("--output", choices=["table", "json"], default="table")
+    leases.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="table", help=OUTPUT_HELP)
     leases.set_defaults(func=_run_leases)
     return [routes, leases]
 

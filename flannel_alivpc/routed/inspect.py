@@ -6,15 +6,21 @@ conflict, unmanaged, unresolved) and why, using
 the same ownership rules and planner as the daemon; ``--check`` exits 3 when
 anything is not ok, 0 when the tables match the leases. Read-only: neither
 command writes to etcd or the cloud.
+
+Both print what kubectl's ``-o`` would: ``table`` (the columns that matter),
+``wide`` (all of them), ``json`` or ``yaml`` (the same data, durations in
+seconds). Tables show durations as kubectl shows ages (``5m3s``, ``23h``, ``2d``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+import yaml
 
 from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.core.errors import ConfigError, MetadataError
@@ -25,6 +31,8 @@ from flannel_alivpc.routed.leases import LeaseSnapshot, LeaseWatcher, read_clust
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 
 EXIT_DRIFT = 3
+OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
+"""The values of ``-o``/``--output``, named as kubectl names them."""
 
 
 def load_leases(etcd: EtcdClient, prefix: str, timeout: float = 10.0) -> LeaseSnapshot:
@@ -49,33 +57,105 @@ def _lease_rows(snapshot: LeaseSnapshot) -> list[dict[str, Any]]:
             "backend": lease.attrs.backend_type or "-",
             "instance": lease.attrs.instance_id or "-",
             "network_type": str(lease.attrs.backend_field("NetworkType") or "-"),
+            "vtep_mac": str(lease.attrs.backend_field("VtepMAC") or "-"),
             "expires_in": None if lease.expiration is None else round(lease.expiration - now),
         })
     for key, reason in sorted(snapshot.malformed.items()):
         rows.append({"subnet": key, "public_ip": "-", "backend": "MALFORMED", "instance": "-",
-                     "network_type": "-", "expires_in": None, "reason": reason})
+                     "network_type": "-", "vtep_mac": "-", "expires_in": None, "reason": reason})
     return rows
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str], out: TextIO) -> None:
-    widths = {c: max([len(c)] + [len(str(r.get(c, "-") if r.get(c) is not None else "-")) for r in rows])
-              for c in columns}
-    out.write("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip() + "\n")
-    for row in rows:
-        cells = [str(row.get(c) if row.get(c) is not None else "-").ljust(widths[c]) for c in columns]
-        out.write("  ".join(cells).rstrip() + "\n")
+def human_duration(seconds: float) -> str:
+    """A duration the way kubectl prints ages: exact while short, coarser as it grows (90s, 5m3s, 3h20m, 2d)."""
+    total = max(0, int(seconds))
+    minutes, hours, days = total // 60, total // 3600, total // 86400
+    if total < 120:
+        return f"{total}s"
+    if minutes < 10:
+        return f"{minutes}m{total % 60}s" if total % 60 else f"{minutes}m"
+    if minutes < 3 * 60:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 2 * 365:
+        return f"{days}d"
+    years = days // 365
+    if years < 8:
+        return f"{years}y{days % 365}d" if days % 365 else f"{years}y"
+    return f"{years}y"
+
+
+def _expiry(seconds: Any) -> str:
+    if seconds is None:
+        return "never"  # a key without an etcd lease
+    return "expired" if seconds < 0 else human_duration(seconds)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str
+    wide_only: bool = False
+    show: Callable[[Any], str] | None = None
+    """How a cell shows its value (default ``str``; ``None`` values show as ``-``)."""
+
+    def cell(self, row: Mapping[str, Any]) -> str:
+        value = row.get(self.key)
+        if self.show is not None:
+            return self.show(value)
+        return "-" if value is None or value == "" else str(value)
+
+
+LEASE_COLUMNS = (
+    Column("SUBNET", "subnet"), Column("PUBLIC IP", "public_ip"), Column("BACKEND", "backend"),
+    Column("INSTANCE", "instance"), Column("EXPIRES", "expires_in", show=_expiry),
+    Column("NETWORK TYPE", "network_type", wide_only=True), Column("VTEP MAC", "vtep_mac", wide_only=True),
+    Column("REASON", "reason", wide_only=True),
+)
+ROUTE_COLUMNS = (
+    Column("DESTINATION", "destination"), Column("STATE", "state"), Column("LEASE INSTANCE", "lease_instance"),
+    Column("NEXT HOP", "next_hop"), Column("ENTRY STATUS", "entry_status", wide_only=True),
+    Column("REASON", "reason", wide_only=True),
+)
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, wide: bool, out: TextIO) -> None:
+    shown = [c for c in columns if wide or not c.wide_only]
+    cells = [[c.cell(row) for c in shown] for row in rows]
+    widths = [max([len(c.header)] + [len(line[n]) for line in cells]) for n, c in enumerate(shown)]
+    for line in [[c.header for c in shown], *cells]:
+        out.write("   ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def write_data(data: Any, *, output: str, out: TextIO) -> None:
+    """``-o json`` or ``-o yaml``: the rows as they are, keys in column order."""
+    if output == "yaml":
+        out.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16))
+    else:
+        out.write(json.dumps(data, indent=2) + "\n")
+
+
+def _check_output(output: str) -> None:
+    if output not in OUTPUT_FORMATS:
+        raise ConfigError(f"--output {output!r}: use one of {', '.join(OUTPUT_FORMATS)}")
 
 
 def run_leases(config: DaemonConfig, *, output: str, out: TextIO) -> int:
+    _check_output(output)
     etcd = connect_etcd(config)
     try:
         rows = _lease_rows(load_leases(etcd, config.etcd_prefix))
     finally:
         etcd.close()
-    if output == "json":
-        out.write(json.dumps(rows, indent=2) + "\n")
+    if output in ("json", "yaml"):
+        write_data(rows, output=output, out=out)
     else:
-        _print_table(rows, ["subnet", "public_ip", "backend", "instance", "network_type", "expires_in"], out)
+        write_table(rows, LEASE_COLUMNS, wide=output == "wide", out=out)
     return 0
 
 
@@ -117,27 +197,28 @@ def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[s
     return views
 
 
+def _route_rows(view: TableView) -> list[dict[str, Any]]:
+    return [{"destination": str(s.destination), "state": s.state.value, "lease_instance": s.desired_instance,
+             "next_hop": s.actual_instance, "entry_status": s.entry_status, "reason": s.reason or None}
+            for s in view.statuses]
+
+
 def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
-    if output == "json":
-        out.write(json.dumps([{
-            "route_table_id": v.table_id,
-            "clean": v.clean,
-            "routes": [{"destination": str(s.destination), "state": s.state.value,
-                        "lease_instance": s.desired_instance, "next_hop": s.actual_instance,
-                        "entry_status": s.entry_status, "reason": s.reason or None} for s in v.statuses],
-        } for v in views], indent=2) + "\n")
+    _check_output(output)
+    if output in ("json", "yaml"):
+        write_data([{"route_table_id": v.table_id, "clean": v.clean, "routes": _route_rows(v)} for v in views],
+                   output=output, out=out)
         return
     for view in views:
-        rows = [{"destination": str(s.destination), "state": s.state.value,
-                 "lease_instance": s.desired_instance, "next_hop": s.actual_instance,
-                 "entry_status": s.entry_status, "reason": s.reason or None} for s in view.statuses]
         counts: dict[str, int] = {}
         for s in view.statuses:
             counts[s.state.value] = counts.get(s.state.value, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no flannel routes"
         out.write(f"route table {view.table_id}: {summary}\n")
-        if rows:
-            _print_table(rows, ["destination", "state", "lease_instance", "next_hop", "entry_status", "reason"], out)
+        if view.statuses:
+            write_table(_route_rows(view), ROUTE_COLUMNS, wide=output == "wide", out=out)
+            if output == "table" and any(s.reason for s in view.statuses):
+                out.write("(some entries need attention: -o wide shows why)\n")
         out.write("\n")
 
 
