@@ -13,14 +13,13 @@ Metadata hardened mode: ``PUT .../latest/api/token`` with the header
 request that sends ``X-aliyun-ecs-metadata-token`` must send a live one (else
 401), and requests without a token are answered as in normal mode.
 
-The gateway checks, in order: injected faults, parameters, the access key
-(and STS token), the timestamp, the signature, the nonce; then runs the action
-under the state lock.
+The gateway checks, in order: injected faults, the action, the access key
+(and STS token), the timestamp, the signature (1.0 or V3, see ``gateway``), the
+nonce; then runs the action under the state lock.
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import json
 import logging
@@ -29,7 +28,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +38,7 @@ from flannel_alivpc.emulator import admin, ecs_api, slb_api, vpc_api  # noqa: F4
 from flannel_alivpc.emulator import metadata as metadata_service
 from flannel_alivpc.emulator.errors import INTERNAL_ERROR, ApiError, missing_parameter
 from flannel_alivpc.emulator.faults import DropConnection, FaultInjector
+from flannel_alivpc.emulator.gateway import ApiRequest, Authenticator
 from flannel_alivpc.emulator.protocol import (
     ACTIONS,
     ECS_VERSION,
@@ -50,7 +49,6 @@ from flannel_alivpc.emulator.protocol import (
     Call,
     Params,
 )
-from flannel_alivpc.emulator.signature import signature_matches, string_to_sign
 from flannel_alivpc.emulator.state import CloudState, Instance, Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +57,6 @@ _QUERY_IN_LOG = re.compile(r"\?\S*")
 METADATA_TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
 METADATA_TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
 PRODUCT_HOSTS = {VPC_VERSION: "vpc.aliyuncs.com", ECS_VERSION: "ecs.aliyuncs.com", SLB_VERSION: "slb.aliyuncs.com"}
-_NONCE_MEMORY = 100_000
 _POLL_INTERVAL = 0.02
 
 
@@ -100,8 +97,7 @@ class Emulator:
         self.faults = FaultInjector()
         self.access_key_id = access_key_id
         self.access_key_secret = access_key_secret
-        self._nonces: OrderedDict[str, float] = OrderedDict()
-        self._nonce_lock = threading.Lock()
+        self._token_lock = threading.Lock()
         self._metadata_tokens: dict[str, float] = {}
         if state_file:
             self.state.state_file = state_file
@@ -114,6 +110,7 @@ class Emulator:
                 # Settings given by the caller (the command-line flags) win over saved ones.
                 self.state.settings = settings
         self.state.add_access_key(access_key_id, access_key_secret)
+        self.authenticator = Authenticator(self.state)
         self._server = _QuietServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -188,25 +185,26 @@ class Emulator:
 
     # -- the API gateway ------------------------------------------------------
 
-    def handle_api(self, method: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def handle_api(self, request: ApiRequest) -> tuple[int, dict[str, Any]]:
         """Run one RPC call; returns the HTTP status and the JSON body."""
         request_id = str(uuid.uuid4()).upper()
-        action = params.get("Action", "")
-        version = params.get("Version", "")
+        action, version = request.action, request.version
         host = PRODUCT_HOSTS.get(version, "aliyuncs.com")
         try:
             latency = self.faults.before(action or "?")
             if latency:
                 time.sleep(latency)
+            # A V3 request names its action and version in headers.
             if not action:
-                raise missing_parameter("Action")
+                raise missing_parameter("x-acs-action" if request.signed_v3 else "Action")
             if not version:
-                raise missing_parameter("Version")
+                raise missing_parameter("x-acs-version" if request.signed_v3 else "Version")
             handler = ACTIONS.get((version, action))
             if handler is None:
                 raise ApiError(404, "InvalidAction.NotFound",
                                "Specified api is not found, please check your url and method.")
-            self._authenticate(method, params)
+            self.authenticator.check(request)
+            params = request.params
             region = params.get("RegionId") or self.state.settings.region
             with self.state.locked() as now:
                 body = handler(Call(self.state, Params(params, region), now, action, version))
@@ -231,63 +229,19 @@ class Emulator:
                          f"{host.split('.')[0].capitalize()}&requestId={request_id}",
         }
 
-    def _authenticate(self, method: str, params: dict[str, str]) -> None:
-        key_id = params.get("AccessKeyId", "")
-        if not key_id:
-            raise missing_parameter("AccessKeyId")
-        if not params.get("Signature"):
-            raise missing_parameter("Signature")
-        key = self.state.access_keys.get(key_id)
-        if key is None:
-            raise ApiError(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
-        if key.security_token:
-            token = params.get("SecurityToken", "")
-            if not token:
-                raise ApiError(400, "InvalidSecurityToken.MismatchWithAccessKey",
-                               "Specified SecurityToken mismatch with the AccessKey.")
-            if token != key.security_token:
-                raise ApiError(400, "InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
-            if key.expires_at is not None and self.state.clock() >= key.expires_at:
-                raise ApiError(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
-        stamp = params.get("Timestamp", "")
-        if not stamp:
-            raise missing_parameter("Timestamp")
-        try:
-            sent = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
-        except ValueError:
-            raise ApiError(400, "InvalidTimeStamp.Format",
-                           "Specified time stamp or date value is not well formatted.") from None
-        if abs(self.state.clock() - sent) > self.state.settings.timestamp_skew:
-            raise ApiError(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
-        if not signature_matches(method, params, key.secret):
-            # The SDK splits this message on ":" and compares the second part with its
-            # own string to sign, so the wording (and the colon) must be exactly this.
-            raise ApiError(400, "SignatureDoesNotMatch",
-                           "Specified signature is not matched with our calculation. server string to sign is:"
-                           + string_to_sign(method, params))
-        nonce = params.get("SignatureNonce", "")
-        if not nonce:
-            raise missing_parameter("SignatureNonce")
-        with self._nonce_lock:
-            if nonce in self._nonces:
-                raise ApiError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-            self._nonces[nonce] = self.state.clock()
-            while len(self._nonces) > _NONCE_MEMORY:
-                self._nonces.popitem(last=False)
-
     # -- metadata --------------------------------------------------------------
 
     def issue_metadata_token(self, ttl: int) -> str:
         """A hardened-mode metadata token valid for ``ttl`` seconds."""
         token = uuid.uuid4().hex
-        with self._nonce_lock:
+        with self._token_lock:
             now = self.state.clock()
             self._metadata_tokens = {t: exp for t, exp in self._metadata_tokens.items() if exp > now}
             self._metadata_tokens[token] = now + ttl
         return token
 
     def metadata_token_valid(self, token: str) -> bool:
-        with self._nonce_lock:
+        with self._token_lock:
             return self._metadata_tokens.get(token, 0.0) > self.state.clock()
 
     def handle_metadata(self, instance: Instance | None, path: str) -> tuple[int, str, str]:
@@ -337,13 +291,14 @@ def _handler_class(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             if path != "/":
                 self._send_json(404, {"Code": "InvalidAction.NotFound", "Message": f"no such path {path}"})
                 return
-            params = dict(parse_qsl(target.query, keep_blank_values=True))
-            if body and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
-                params.update(parse_qsl(body.decode(), keep_blank_values=True))
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            request = ApiRequest(method, path, parse_qsl(target.query, keep_blank_values=True), headers, body)
             try:
-                status, answer = emulator.handle_api(method, params)
+                status, answer = emulator.handle_api(request)
             except DropConnection:
-                emulator.faults.count(params.get("Action", "?"), "Dropped")
+                emulator.faults.count(request.action or "?", "Dropped")
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
