@@ -33,8 +33,7 @@ class Iptables:
         found = {name: shutil.which(name) for name in ("iptables", "iptables-save", "iptables-restore")}
         missing = [name for name, path in found.items() if path is None]
         if missing:
-            raise ConfigError(f"--ip-masq needs {', '.join(missing)} on PATH (install the iptables package); "
-                              "or run without --ip-masq and let the CNI plugin masquerade")
+            raise ConfigError(f"{', '.join(missing)} not found on PATH; install the iptables package")
         self._iptables = str(found["iptables"])
         self._save = str(found["iptables-save"])
         self._restore = str(found["iptables-restore"])
@@ -59,7 +58,9 @@ class Iptables:
 
     @property
     def random_fully(self) -> bool:
-        """Whether MASQUERADE --random-fully is available (iptables >= 1.6.2), as flannel checks."""
+        """Whether MASQUERADE --random-fully is available: iptables >= 1.6.2, go-iptables' HasRandomFully.
+
+        flannel asks only the binary's version (the kernel has had the NAT flag since 3.13)."""
         if self._random_fully is None:
             self._random_fully = _version(self._run([self._iptables, "--version"])) >= (1, 6, 2)
         return self._random_fully

@@ -297,10 +297,11 @@ class BlackholeOp:
 
     action: str  # "add" | "delete"
     dst: IPv4Network
+    metric: int = 0
     protocol: int = RTPROT_BOOT
 
     def describe(self) -> str:
-        return f"{self.action} route blackhole {self.dst}"
+        return f"{self.action} route blackhole {self.dst} metric {self.metric}"
 
 
 Op = NeighbourOp | FdbOp | RouteOp | BlackholeOp
@@ -363,7 +364,7 @@ def _encode(op: Op, seq: int) -> bytes:
         add = op.action == "add"
         body = _RTMSG.pack(_AF_INET, op.dst.prefixlen, 0, 0, RT_TABLE_MAIN, op.protocol if add else 0,
                            RT_SCOPE_UNIVERSE if add else _RT_SCOPE_NOWHERE, RTN_BLACKHOLE, 0)
-        body += _attr(_RTA_DST, op.dst.network_address.packed)
+        body += _attr(_RTA_DST, op.dst.network_address.packed) + _attr(_RTA_PRIORITY, _U32.pack(op.metric))
         flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL if add else _DELETE
         return _message(_RTM_NEWROUTE if add else _RTM_DELROUTE, flags, seq, body)
     replace = op.action == "replace"

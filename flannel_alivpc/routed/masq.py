@@ -1,8 +1,10 @@
-"""``--ip-masq``: keeps flannel's masquerade rules in the node's nat table (see ``core.masq``).
+"""flannel's iptables rules on this node: --ip-masq and --iptables-forward-rules (see ``core.masq``).
 
-Checked at start-up (before subnet.env is written, as flannel does) and then
-every ``interval`` seconds (flannel's --iptables-resync, 5 s): a listing of
-the nat table, and a rewrite of the chain only when it differs.
+Installed at start-up (before subnet.env is written, as flannel does) and
+then checked every --iptables-resync seconds (flannel's default 5): per table
+one ``iptables-save``, and one ``iptables-restore --noflush`` rewriting the
+chains that differ (someone flushed FORWARD, a rule was deleted, a previous
+subnet's rules are still there).
 """
 
 from __future__ import annotations
@@ -10,29 +12,47 @@ from __future__ import annotations
 import logging
 
 from flannel_alivpc.clients.iptables import Iptables
-from flannel_alivpc.core.masq import MASQ_CHAIN, masq_restore_input, masq_rules
+from flannel_alivpc.core.masq import FlannelChain, forward_chain, masq_chain, restore_input
 from flannel_alivpc.core.network import IPv4Network
 
 log = logging.getLogger(__name__)
 
-RESYNC_INTERVAL = 5.0
+DEFAULT_RESYNC = 5
+"""flanneld's --iptables-resync default, in seconds."""
 
 
-class MasqRules:
-    def __init__(self, iptables: Iptables, network: IPv4Network, subnet: IPv4Network) -> None:
+def flannel_chains(iptables: Iptables, network: IPv4Network, subnet: IPv4Network, *, ip_masq: bool,
+                   forward_rules: bool, random_fully_disable: bool) -> list[FlannelChain]:
+    """The chains flanneld would install with these flags, in the order it installs them (masq first)."""
+    chains = []
+    if ip_masq:
+        chains.append(masq_chain(network, subnet, random_fully=iptables.random_fully and not random_fully_disable))
+    if forward_rules:
+        chains.append(forward_chain(network))
+    return chains
+
+
+class IptablesRules:
+    """Keeps ``chains`` in place; ``ensure`` is one pass (a ReconcileLoop pass)."""
+
+    def __init__(self, iptables: Iptables, chains: list[FlannelChain]) -> None:
         self.iptables = iptables
-        self.network = network
-        self.subnet = subnet
-        self.rules = masq_rules(network, subnet, random_fully=iptables.random_fully)
-        self.rewrites = 0
+        self.chains = chains
+        self.rewrites: dict[str, int] = {}
 
     def ensure(self) -> float | None:
-        """One pass: rewrite the chain if it differs from flannel's rules (a ReconcileLoop pass)."""
-        restore = masq_restore_input(self.iptables.save("nat"), self.rules)
-        if restore is None:
-            return None
-        self.iptables.restore(restore)
-        self.rewrites += 1
-        log.info("ip-masq: wrote %s in the nat table (%d rules for network %s, subnet %s)%s", MASQ_CHAIN,
-                 len(self.rules), self.network, self.subnet, "" if self.rewrites == 1 else ": it had drifted")
+        tables: dict[str, list[FlannelChain]] = {}
+        for chain in self.chains:
+            tables.setdefault(chain.table, []).append(chain)
+        for table, chains in tables.items():
+            saved = self.iptables.save(table)
+            text = restore_input(table, saved, chains)
+            if text is None:
+                continue
+            self.iptables.restore(text)
+            for chain in chains:
+                if chain.restore_lines(saved):
+                    count = self.rewrites[chain.chain] = self.rewrites.get(chain.chain, 0) + 1
+                    log.info("iptables: wrote %s in the %s table (%d rules, jump from %s)%s", chain.chain, table,
+                             len(chain.rules), chain.parent, "" if count == 1 else ": it had drifted")
         return None

@@ -676,11 +676,13 @@ class DataplaneCluster(LocalCluster):
             etcd.put(f"{self.prefix}/subnets/{subnet_key(subnet)}", value, lease_id=lease_id)
         return value
 
-    def program_stock_node(self, node: DataplaneNode) -> int:
+    def program_stock_node(self, node: DataplaneNode, *, direct_routing: bool = False) -> int:
         """flanneld's handleSubnetEvents on ``node`` for every other "vxlan" lease: neighbour, FDB, route.
 
-        Like flanneld, leases whose BackendType is not "vxlan" are ignored.
-        Returns the number of peers programmed.
+        Like flanneld, leases whose BackendType is not "vxlan" are ignored. With
+        ``direct_routing`` (``"DirectRouting": true``), a lease whose PublicIP
+        ``ip route get`` shows without a gateway gets only ``subnet via
+        PublicIP`` instead. Returns the number of peers programmed.
         """
         with self.etcd_client() as etcd:
             kvs, _ = etcd.get_prefix(f"{self.prefix}/subnets/")
@@ -695,13 +697,22 @@ class DataplaneCluster(LocalCluster):
                 if subnet == own or attrs.backend_type != "vxlan":
                     continue
                 mac = str(attrs.backend_field("VtepMAC"))
+                count += 1
+                if direct_routing:
+                    [lookup] = nl.lookup_routes([attrs.public_ip])
+                    if not isinstance(lookup, NetlinkError) and lookup.on_link:
+                        nl.apply_one(RouteOp("replace", subnet, attrs.public_ip))
+                        continue
                 # flanneld's order: neighbour, FDB entry, then the route.
                 for op in (NeighbourOp("replace", device.index, subnet.network_address, mac),
                            FdbOp("replace", device.index, mac, attrs.public_ip),
                            RouteOp("replace", subnet, subnet.network_address, device.index, onlink=True)):
                     nl.apply_one(op)
-                count += 1
         return count
+
+    def iptables(self, node: DataplaneNode, *args: str) -> str:
+        """``iptables -w <args>`` in the node's namespace (its output)."""
+        return run_in(node.netns, "iptables", "-w", *args)
 
     def change_stock_vtep(self, node: DataplaneNode, subnet: IPv4Network, *, vtep_mac: str | None = None,
                           address: IPv4Interface | None = None) -> None:

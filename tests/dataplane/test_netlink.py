@@ -10,6 +10,7 @@ import pytest
 
 from flannel_alivpc.clients.netlink import (
     AlreadyExists,
+    BlackholeOp,
     DeviceNotFound,
     FdbOp,
     InvalidArgument,
@@ -22,7 +23,10 @@ from flannel_alivpc.clients.netlink import (
     Unreachable,
     VxlanDeviceSpec,
     error_from_errno,
+    select_interface,
 )
+from flannel_alivpc.clients.netns import run_in_namespace
+from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.testbed.dataplane import scratch_namespace
 from tests.dataplane.support import root_test
 
@@ -137,3 +141,65 @@ def test_links_and_addresses_are_idempotent(nl: Netlink) -> None:
     assert nl.link("flannel.1") is None
     with pytest.raises(DeviceNotFound):
         nl.set_link(4242, up=True)
+
+
+@root_test
+def test_route_lookups_answer_as_ip_route_get(nl: Netlink) -> None:
+    v0 = nl.link("v0")
+    assert v0 is not None
+    nl.apply_one(RouteOp("replace", IPv4Network("0.0.0.0/0"), IPv4Address("192.168.50.254"), v0.index))
+    near, far, nowhere = IPv4Address("192.168.50.9"), IPv4Address("203.0.113.9"), IPv4Address("192.168.50.1")
+    answers = nl.lookup_routes([near, far, nowhere])
+    on_link, routed, local = answers
+    assert not isinstance(on_link, NetlinkError) and not isinstance(routed, NetlinkError)
+    assert (on_link.gateway, on_link.oif, on_link.source, on_link.on_link) == \
+        (None, v0.index, IPv4Address("192.168.50.1"), True)
+    assert (routed.gateway, routed.oif, routed.on_link) == (IPv4Address("192.168.50.254"), v0.index, False)
+    assert not isinstance(local, NetlinkError) and not local.on_link  # our own address: a local route
+    nl.apply_one(RouteOp("delete", IPv4Network("0.0.0.0/0"), IPv4Address("192.168.50.254"), v0.index))
+    [unreachable] = nl.lookup_routes([far])
+    assert isinstance(unreachable, Unreachable)
+    many = [IPv4Address("192.168.50.10") + n for n in range(450)]  # more than one batch
+    assert all(not isinstance(a, NetlinkError) and a.on_link for a in nl.lookup_routes(many))
+
+
+@root_test
+def test_blackhole_add_is_exclusive_and_delete_idempotent(nl: Netlink) -> None:
+    subnet = IPv4Network("10.244.3.0/24")
+    assert nl.apply([BlackholeOp("add", subnet, metric=7)]) == [None]
+    assert nl.blackhole_routes() == [subnet]
+    [again] = nl.apply([BlackholeOp("add", subnet, metric=7)])
+    assert isinstance(again, AlreadyExists)
+    assert nl.apply([BlackholeOp("delete", subnet)] * 2) == [None, None]
+    assert nl.blackhole_routes() == []
+
+
+@root_test
+def test_iface_can_reach_picks_the_interface_and_address_ip_route_get_would(nl: Netlink) -> None:
+    # A second interface: 10.9.0.0/24 is reached over b0, everything else by the default route over v0.
+    b0 = nl.create_veth("b0", "b1")
+    b1 = nl.link("b1")
+    assert b1 is not None
+    nl.set_link(b1.index, up=True)
+    nl.set_link(b0.index, up=True)
+    nl.add_address(b0.index, IPv4Interface("10.9.0.5/24"))
+    nl.add_address(b0.index, IPv4Interface("10.9.0.6/24"))
+    v0 = nl.link("v0")
+    assert v0 is not None and nl.netns is not None
+    nl.apply_one(RouteOp("replace", IPv4Network("0.0.0.0/0"), IPv4Address("192.168.50.254"), v0.index))
+
+    def select(names: list[str], can_reach: str | None) -> tuple[str, IPv4Address | None]:
+        iface = run_in_namespace(nl.netns, lambda: select_interface(names, [], can_reach))
+        return iface.name, iface.primary_ipv4
+
+    assert select([], "10.9.0.77") == ("b0", IPv4Address("10.9.0.5"))
+    assert select([], "203.0.113.9") == ("v0", IPv4Address("192.168.50.1"))
+    assert select([], None) == ("v0", IPv4Address("192.168.50.1"))  # no flag: the default route's interface
+    # flanneld's order: --iface first, --iface-can-reach only when nothing matched.
+    assert select(["v0"], "10.9.0.77") == ("v0", IPv4Address("192.168.50.1"))
+    assert select(["eth7"], "10.9.0.77") == ("b0", IPv4Address("10.9.0.5"))
+    with pytest.raises(ConfigError, match="--iface-can-reach 'b0' is not an IPv4 address"):
+        select([], "b0")
+    nl.apply_one(RouteOp("delete", IPv4Network("0.0.0.0/0"), IPv4Address("192.168.50.254"), v0.index))
+    with pytest.raises(ConfigError, match=r"--iface-can-reach 203\.0\.113\.9: no route to it"):
+        select([], "203.0.113.9")
