@@ -16,6 +16,7 @@ import logging
 import os
 
 from flannel_alivpc.clients.cloud_flags import add_cloud_flags
+from flannel_alivpc.core import flags
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="tags the SLBs so this cluster finds them again (default %(default)s)")
     parser.add_argument("--vswitch-id", default="",
                         help="vSwitch for intranet SLBs without a vswitch-id annotation (default: from metadata)")
-    parser.add_argument("--workers", type=int, default=4, help="Services reconciled in parallel (default 4)")
-    parser.add_argument("--resync-interval", type=float, default=300.0,
+    parser.add_argument("--workers", type=flags.integer(1), default=4,
+                        help="Services reconciled in parallel (default 4)")
+    parser.add_argument("--resync-interval", type=flags.number(1, unit="seconds"), default=300.0,
                         help="seconds between full passes over each Service's SLB (jittered; default 300)")
     parser.add_argument("--no-leader-elect", dest="leader_elect", action="store_false",
                         help="run without leader election (one replica only)")
     parser.add_argument("--lease-namespace", default="kube-system", help="namespace of the election Lease")
     parser.add_argument("--lease-name", default="flannel-alivpc-slb-controller", help="name of the election Lease")
-    parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default 15)")
+    parser.add_argument("--lease-duration", type=flags.number(3, unit="seconds"), default=15.0,
+                        help="seconds (default 15)")
     parser.add_argument("--identity", default=None, help="this replica's name in the Lease (default hostname_pid)")
-    parser.add_argument("--healthz-ip", default="0.0.0.0", help="address of /healthz, /readyz and /metrics "
-                        "(default %(default)s)")
-    parser.add_argument("--healthz-port", type=int, default=0,
+    parser.add_argument("--healthz-ip", type=flags.ip_address, default="0.0.0.0",
+                        help="address of /healthz, /readyz and /metrics (default %(default)s)")
+    parser.add_argument("--healthz-port", type=flags.port, default=0,
                         help="port of /healthz, /readyz and /metrics (default 0: off)")
     parser.set_defaults(func=run)
     return parser
@@ -65,14 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from flannel_alivpc.slb.health import HealthServer
     from flannel_alivpc.slb.leader import LeaderElector
 
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    if args.resync_interval < 1:
-        raise ConfigError("--resync-interval must be at least 1 second")
-    if args.lease_duration < 3:
-        raise ConfigError("--lease-duration must be at least 3 seconds")
-    if not 0 <= args.healthz_port <= 65535:
-        raise ConfigError("--healthz-port must be between 0 and 65535")
     cloud = build_cloud(CloudConfig(region=args.region, api_endpoint=args.api_endpoint,
                                     metadata_url=args.metadata_url.rstrip("/")))
     region = cloud.api.region

@@ -139,3 +139,17 @@ def test_a_missing_file_is_refused_before_connecting(tmp_path: Path, capsys: pyt
                       capsys, monkeypatch)
     assert outcome.rc == 2 and "Traceback" not in outcome.stderr
     assert outcome.stderr.strip().endswith(f"--etcd-cafile {missing}: no such file; fix the path or mount the file")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["slb-controller", "--healthz-port", "70000"], "argument --healthz-port: '70000' is out of range: use 0 to 65535"),
+    (["slb-controller", "--workers=0"], "argument --workers: '0' is too small: use at least 1"),
+    (["slb-controller", "--lease-duration=1"], "argument --lease-duration: '1' is too small: use at least 3 seconds"),
+    (["install", "--node-type", "down", "--metadata-url", "100.100.100.200"],
+     "argument --metadata-url: '100.100.100.200' is not a URL starting with http:// or https://"),
+])
+def test_the_other_commands_check_their_values_the_same_way(argv: list[str], message: str,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    line = _one_error_line(run_cli(argv, capsys, monkeypatch))
+    assert line == f"flannel-alivpc {argv[0]}: error: {message}"
