@@ -513,8 +513,8 @@ def _lb_summary(lb: LoadBalancer) -> dict[str, Any]:
         "VpcId": lb.vpc_id, "VSwitchId": lb.vswitch_id, "MasterZoneId": lb.master_zone,
         "SlaveZoneId": lb.slave_zone, "CreateTime": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(lb.created)),
         "CreateTimeStamp": _stamp_ms(lb.created), "PayType": lb.pay_type,
-        "InternetChargeType": lb.internet_charge_type, "Bandwidth": lb.bandwidth,
-        "LoadBalancerSpec": lb.spec, "InstanceChargeType": lb.instance_charge_type,
+        "InternetChargeType": lb.internet_charge_type, "InternetChargeTypeAlias": lb.internet_charge_type,
+        "Bandwidth": lb.bandwidth, "LoadBalancerSpec": lb.spec, "InstanceChargeType": lb.instance_charge_type,
         "ResourceGroupId": lb.resource_group_id, "DeleteProtection": lb.delete_protection,
         "ModificationProtectionStatus": lb.modification_protection,
         "ModificationProtectionReason": lb.modification_protection_reason,
@@ -574,9 +574,12 @@ def describe_load_balancer_attribute(call: Call) -> dict[str, Any]:
     listeners = sorted(lb.listeners, key=lambda item: (item.port, item.protocol))
     summary = _lb_summary(lb)
     summary["CreateTime"] = iso_time(lb.created)
+    del summary["InternetChargeTypeAlias"]    # only the list carries it
     return {
         **summary,
         "EndTime": _END_TIME, "EndTimeStamp": _END_TIME_STAMP, "HasReservedInfo": "false",
+        # Pay-as-you-go: no release time, nothing to renew.
+        "AutoReleaseTime": 0, "RenewalStatus": "", "RenewalDuration": 0, "RenewalCycUnit": "",
         "ListenerPorts": {"ListenerPort": sorted({item.port for item in listeners})},
         # Both spellings are real: the misspelt block is the older one, kept for old clients.
         "ListenerPortsAndProtocal": {"ListenerPortAndProtocal": [
@@ -888,7 +891,18 @@ def _describe_listener(call: Call, protocol: str) -> dict[str, Any]:
     check_region(call)
     lb = _lb(call)
     listener = _listener(lb, _port(call.params, "ListenerPort"), protocol)
-    return _listener_attribute_json(lb, listener)
+    out = _listener_attribute_json(lb, listener)
+    if "ProxyProtocolV2Enabled" in out:
+        out["ProxyProtocolV2Enabled"] = out["ProxyProtocolV2Enabled"] == "true"
+    out["Tags"] = {"Tag": _tags_json(listener.tags)}
+    if protocol in ("http", "https"):
+        # Forwarding rules and the security status are not modelled: none, and "normal".
+        out.update(Rules={"Rule": []}, SecurityStatus="normal")
+    if protocol == "https":
+        out.update(DomainExtensions={"DomainExtension": []}, XForwardedFor_ClientCertClientVerify="off",
+                   XForwardedFor_ClientCertFingerprint="off", XForwardedFor_ClientCertIssuerDN="off",
+                   XForwardedFor_ClientCertSubjectDN="off")
+    return out
 
 
 def _bind(handler: Callable[[Call, str], dict[str, Any]], protocol: str) -> Callable[[Call], dict[str, Any]]:

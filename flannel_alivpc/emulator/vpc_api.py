@@ -23,6 +23,7 @@ from typing import Any
 from flannel_alivpc.emulator.errors import ApiError, invalid_parameter, missing_parameter
 from flannel_alivpc.emulator.protocol import (
     ECS_VERSION,
+    OWNER_ID,
     VPC_VERSION,
     Call,
     Params,
@@ -50,7 +51,9 @@ def _vpc_json(call: Call, vpc_id: str) -> dict[str, Any]:
         "VpcId": vpc.vpc_id, "RegionId": vpc.region, "Status": "Available", "VpcName": vpc.name,
         "CreationTime": iso_time(vpc.created), "CidrBlock": vpc.cidr, "Ipv6CidrBlock": "",
         "VRouterId": vpc.vrouter_id, "Description": "", "IsDefault": vpc.is_default,
-        "ResourceGroupId": "rg-emu", "NetworkAclNum": "0", "CenStatus": "",
+        "ResourceGroupId": "rg-emu", "NetworkAclNum": "0", "CenStatus": "", "OwnerId": OWNER_ID,
+        "EnabledIpv6": False, "Ipv6CidrBlocks": {"Ipv6CidrBlock": []}, "DnsHostnameStatus": "DISABLED",
+        "DhcpOptionsSetId": "", "DhcpOptionsSetStatus": "",
         "VSwitchIds": {"VSwitchId": [v.vswitch_id for v in state.vswitches.values() if v.vpc_id == vpc_id]},
         # The inner key really repeats the outer name for these two lists.
         "RouterTableIds": {"RouterTableIds": tables},
@@ -230,7 +233,8 @@ def describe_vswitches(call: Call) -> dict[str, Any]:
             "VSwitchId": v.vswitch_id, "VpcId": v.vpc_id, "Status": "Available", "CidrBlock": v.cidr,
             "ZoneId": v.zone, "AvailableIpAddressCount": 250, "Description": "",
             "VSwitchName": v.name, "CreationTime": iso_time(v.created), "IsDefault": False,
-            "ResourceGroupId": "rg-emu", "NetworkAclId": "",
+            "ResourceGroupId": "rg-emu", "NetworkAclId": "", "OwnerId": OWNER_ID, "ShareType": "",
+            "EnabledIpv6": False, "Ipv6CidrBlock": "",
             "RouteTable": {"RouteTableId": table.table_id, "RouteTableType": table.table_type},
             "Tags": {"Tag": []},
         })
@@ -277,7 +281,8 @@ def describe_route_table_list(call: Call) -> dict[str, Any]:
             "VpcId": t.vpc_id, "RouterType": "VRouter", "RouterId": t.vrouter_id,
             "RouteTableId": t.table_id, "RouteTableName": t.name, "RouteTableType": t.table_type,
             "Description": t.description, "CreationTime": iso_time(t.created),
-            "ResourceGroupId": "rg-emu", "Status": "Available",
+            "ResourceGroupId": "rg-emu", "Status": "Available", "OwnerId": OWNER_ID,
+            "AssociateType": "VSwitch", "RoutePropagationEnable": True, "GatewayIds": {"GatewayIds": []},
             "VSwitchIds": {"VSwitchId": _table_vswitches(call, t)}, "Tags": {"Tag": []},
         } for t in items]},
     }
@@ -302,6 +307,7 @@ def describe_route_entry_list(call: Call) -> dict[str, Any]:
         and (not p.get("NextHopType") or e.next_hop_type == p.get("NextHopType"))
     ]
     entries.sort(key=lambda e: e.entry_id)
+    total = len(entries)
     token = p.get("NextToken")
     if token:
         # The token is the id of the last entry returned; entries are listed in id order,
@@ -311,7 +317,7 @@ def describe_route_entry_list(call: Call) -> dict[str, Any]:
         entries = [e for e in entries if e.entry_id > token]
     chunk = entries[:limit]
     next_token = chunk[-1].entry_id if len(entries) > limit else ""
-    return {"NextToken": next_token,
+    return {"NextToken": next_token, "TotalCount": total,
             "RouteEntrys": {"RouteEntry": [_entry_list_json(call, e) for e in chunk]}}
 
 
@@ -320,8 +326,10 @@ def describe_regions(call: Call) -> dict[str, Any]:
     regions = dict(KNOWN_REGIONS)
     # A made-up region the emulator was started with (--region) exists too.
     regions.setdefault(call.state.settings.region, call.state.settings.region)
+    # Only ECS lists a Status per region.
+    status = {} if call.version == VPC_VERSION else {"Status": "available"}
     return {"Regions": {"Region": [
-        {"RegionId": rid, "LocalName": name, "RegionEndpoint": f"{host}.{rid}.aliyuncs.com", "Status": "available"}
+        {"RegionId": rid, "LocalName": name, "RegionEndpoint": f"{host}.{rid}.aliyuncs.com", **status}
         for rid, name in regions.items()
     ]}}
 
