@@ -159,6 +159,10 @@ def _add_inspect_parsers(
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.slb:
+        from flannel_alivpc.testbed.slb_demo import run_slb_demo
+
+        return run_slb_demo(nodes=args.nodes, keep=args.keep)
     if args.dataplane:
         from flannel_alivpc.testbed.dataplane_demo import run_dataplane_demo
 
@@ -177,9 +181,13 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     demo.add_argument("--route-delay", type=float, default=1.0,
                       help="seconds a route entry stays Pending in the emulator (default 1)")
     demo.add_argument("--keep", action="store_true", help="leave everything running and print how to inspect it")
-    demo.add_argument("--dataplane", action="store_true",
+    kind = demo.add_mutually_exclusive_group()
+    kind.add_argument("--dataplane", action="store_true",
                       help="(root) real packets: a mixed VPC/classic cluster in network namespaces, TCP between "
                            "pods through the route table and VXLAN")
+    kind.add_argument("--slb", action="store_true",
+                      help="the SLB controller: a Service of type LoadBalancer gets an SLB, is edited to https:443 "
+                           "and deleted (kube-apiserver stand-in + emulator)")
     demo.set_defaults(func=_run_demo)
 
 

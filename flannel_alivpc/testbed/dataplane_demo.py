@@ -6,7 +6,8 @@ network. VPC nodes reach each other through the route table (the router
 namespace forwards by its Available entries), every pair involving a
 classic node goes over flannel.1 VXLAN. It shows the TCP matrix between the
 pods, what each kernel carries, then a classic node leaving and its entries
-disappearing everywhere.
+disappearing everywhere. Its temporary directory (the daemons' logs, etcd's
+data) is removed at the end, unless ``--keep`` or a failure needs the logs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flannel_alivpc.testbed.dataplane import (
     is_root,
     network_config,
 )
+from flannel_alivpc.testbed.demo import remove_workdir
 
 
 def _matrix(cluster: DataplaneCluster, out: TextIO) -> bool:
@@ -73,6 +75,7 @@ def run_dataplane_demo(*, nodes: int = 3, keep: bool = False, timeout: float = 6
     vpc = max(1, nodes - classic)
     workdir = Path(tempfile.mkdtemp(prefix="flannel-alivpc-dataplane-"))
     cluster = DataplaneCluster(workdir, route_delay=0.5, resync_interval=10.0)
+    succeeded = False
     try:
         started = time.monotonic()
         cluster.start_dataplane(vpc=vpc, classic=classic, config=network_config("ali-vpc"))
@@ -104,13 +107,15 @@ def run_dataplane_demo(*, nodes: int = 3, keep: bool = False, timeout: float = 6
             out.write(f"\nEverything keeps running. Look inside, e.g.:\n"
                       f"  ip netns exec {cluster.dp_nodes[0].netns} ip route\n"
                       f"  ip netns exec {cluster.dp_nodes[-1].netns} bridge fdb show dev flannel.1\n"
-                      f"Daemon logs: {workdir}/*/daemon.log. Press Ctrl-C to stop and remove it all.\n")
+                      f"Daemon logs: {workdir}/*/daemon.log. Press Ctrl-C to stop and remove the namespaces.\n")
             out.flush()
             with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
         out.write("demo finished: every pair of pods talked over TCP\n" if ok
                   else f"some pods could not talk; logs in {workdir}\n")
+        succeeded = ok
         return 0 if ok else 1
     finally:
         cluster.close()
         emergency_cleanup()
+        remove_workdir(workdir, keep=keep, succeeded=succeeded, out=out)

@@ -3,13 +3,17 @@
 A LocalCluster (cloud emulator, real etcd, N nodes each running the real
 daemon in its own process) converges its route table live; then a node
 leaves (daemon stopped, lease released) and its route is removed, while a
-user's default route to a NAT gateway is left alone throughout. With
-``--keep`` everything stays up and the commands to inspect it are printed.
+user's default route to a NAT gateway is left alone throughout. The
+temporary directory (etcd's data, the daemons' logs) is removed at the end,
+unless ``--keep``: then everything stays up, and the commands to inspect it are
+printed with the full path of the flannel-alivpc command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -20,6 +24,22 @@ from typing import TextIO
 
 from flannel_alivpc.routed.inspect import TableView, render_routes
 from flannel_alivpc.testbed.cluster import ACCESS_KEY_ID, DEFAULT_NETWORK_CONFIG, LocalCluster
+
+
+def flannel_alivpc_command() -> str:
+    """How to run this very flannel-alivpc from a shell, whether or not its directory is on PATH."""
+    script = Path(sys.executable).parent / "flannel-alivpc"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m flannel_alivpc"
+
+
+def remove_workdir(workdir: Path, *, keep: bool, succeeded: bool, out: TextIO) -> None:
+    """A demo's temporary directory goes, unless the user asked to keep it or a failure needs its logs."""
+    if succeeded and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        out.write(f"files kept in {workdir}\n")
 
 
 class _Progress:
@@ -70,6 +90,7 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
     workdir = Path(tempfile.mkdtemp(prefix="flannel-alivpc-demo-"))
     cluster = LocalCluster(workdir, route_delay=route_delay)
     progress = _Progress(out)
+    succeeded = False
     try:
         topology = cluster.start(instances=nodes)
         # A user's route that flannel-alivpc must never touch: the VPC's default route to a NAT gateway.
@@ -101,14 +122,15 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
         for destination, hop in foreign.items():
             out.write(f"untouched: {destination} -> {hop}, a route flannel-alivpc does not own\n")
         if keep:
+            command = flannel_alivpc_command()
             out.write(
                 "\nEverything keeps running. Inspect it with:\n"
                 f"  export ACCESS_KEY_ID={ACCESS_KEY_ID} ACCESS_KEY_SECRET='{cluster.secret}'"
                 "  # the emulator's throwaway key\n"
-                f"  flannel-alivpc routes --etcd-endpoints {cluster.etcd.endpoint} --api-endpoint "
+                f"  {command} routes --etcd-endpoints {cluster.etcd.endpoint} --api-endpoint "
                 f"{cluster.emulator.endpoint} --region {cluster.emulator.state.settings.region} "
-                f"--vpc-id {topology.vpc_id}\n"
-                f"  flannel-alivpc leases --etcd-endpoints {cluster.etcd.endpoint}\n"
+                f"--vpc-id {topology.vpc_id} -o wide\n"
+                f"  {command} leases --etcd-endpoints {cluster.etcd.endpoint} -o wide\n"
                 f"Daemon logs: {workdir}/node-*/daemon.log. Press Ctrl-C to stop.\n")
             out.flush()
             with contextlib.suppress(KeyboardInterrupt):
@@ -117,6 +139,8 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
             out.write("the NAT gateway's default route disappeared: that is a bug\n")
             return 1
         out.write("demo finished: routes followed the leases, nothing else in the table was touched\n")
+        succeeded = True
         return 0
     finally:
         cluster.close()
+        remove_workdir(workdir, keep=keep, succeeded=succeeded, out=out)
