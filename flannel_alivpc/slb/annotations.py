@@ -100,7 +100,7 @@ UNSUPPORTED: tuple[str, ...] = (
 UNSUPPORTED_KEYS = ("service.beta.kubernetes.io/backend-type",)
 """Whole keys of the CCM, outside the load balancer prefixes, that this controller does not read."""
 ALIBABA_PREFIXES = ("service.beta.kubernetes.io/alibaba-cloud-", "service.beta.kubernetes.io/alicloud-")
-UNKNOWN = "UnknownAnnotation"
+UNKNOWN_REASON = "UnknownAnnotation"
 UNSUPPORTED_REASON = "UnsupportedAnnotation"
 _LABEL_KEY = re.compile(r"^([A-Za-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -345,6 +345,7 @@ class Notice:
 
 
 _READ_KEYS = frozenset(key for setting in SETTINGS for key in keys_for(setting))
+_KNOWN_NAMES = [s.name for s in SETTINGS] + [s.camel for s in SETTINGS if s.camel] + list(UNSUPPORTED)
 _LOAD_BALANCER_PREFIXES = (PREFIX, LEGACY_PREFIX)
 
 
@@ -357,36 +358,29 @@ def _closest(name: str, candidates: list[str], cutoff: float) -> str | None:
 
 def _review(key: str) -> Notice:
     unread = f"annotation {key} has no effect"
+    if key in UNSUPPORTED_KEYS:
+        return Notice(key, UNSUPPORTED_REASON, f"{unread}: flannel-alivpc's SLB controller does not implement it")
     prefix = next((p for p in _LOAD_BALANCER_PREFIXES if key.startswith(p)), None)
     if prefix is not None:
         name = key[len(prefix):]
         if name in UNSUPPORTED:
             return Notice(key, UNSUPPORTED_REASON,
                           f"{unread}: flannel-alivpc's SLB controller does not implement {name!r}")
-        names = [s.name for s in SETTINGS] + [s.camel for s in SETTINGS if s.camel] + list(UNSUPPORTED)
-        match = _closest(name, names, cutoff=0.7)
+        match = _closest(name, _KNOWN_NAMES, cutoff=0.7)
     else:
         # Another Alibaba Cloud key, or a misspelt prefix: compared whole, so the shared
         # prefix must not make any two keys look alike.
         match = _closest(key, sorted(_READ_KEYS) + [PREFIX + n for n in UNSUPPORTED], cutoff=0.95)
         prefix = ""
     if match is None:
-        return Notice(key, UNKNOWN, f"{unread}: it is not an SLB setting flannel-alivpc knows "
+        return Notice(key, UNKNOWN_REASON, f"{unread}: it is not an SLB setting flannel-alivpc knows "
                                     f"(docs/slb-controller.md lists them)")
     either = " (not implemented either)" if match in UNSUPPORTED else ""
-    return Notice(key, UNKNOWN, f"{unread}: it is not an SLB setting flannel-alivpc knows; "
+    return Notice(key, UNKNOWN_REASON, f"{unread}: it is not an SLB setting flannel-alivpc knows; "
                                 f"did you mean {prefix}{match}?{either}")
 
 
 def review_annotations(annotations: Mapping[str, str]) -> list[Notice]:
     """The annotations under an Alibaba Cloud prefix that nothing reads, and the CCM's ones not implemented."""
-    notices = []
-    for key in sorted(annotations):
-        if key in _READ_KEYS:
-            continue
-        if key in UNSUPPORTED_KEYS:
-            notices.append(Notice(key, UNSUPPORTED_REASON, f"annotation {key} has no effect: flannel-alivpc's "
-                                                           f"SLB controller does not implement it"))
-        elif key.startswith(ALIBABA_PREFIXES):
-            notices.append(_review(key))
-    return notices
+    return [_review(key) for key in sorted(annotations)
+            if key not in _READ_KEYS and (key in UNSUPPORTED_KEYS or key.startswith(ALIBABA_PREFIXES))]
