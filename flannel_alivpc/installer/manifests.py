@@ -114,6 +114,7 @@ class ManifestValues:
     cni_plugin_image: str = CNI_PLUGIN_IMAGE
     pod_cidr: str = DEFAULT_POD_CIDR
     backend: str = "ali-vpc"
+    """With ``pod_cidr``, the network config: in etcd mode it lives in etcd (net-conf-*.json), not here."""
     subnet_manager: str = "etcd"
     etcd_prefix: str = DEFAULT_PREFIX
     healthz_port: int = HEALTHZ_PORT
