@@ -181,10 +181,6 @@ def flanneld_flags() -> dict[str, str]:
     return {name: status for name, status in table.items() if name not in _NOT_IN_FLANNELD}
 
 
-KUBE_MODE_NOT_YET = ("--kube-subnet-mgr is not supported yet: flannel-alivpc takes its subnet lease from etcd; "
-                     "give --etcd-endpoints and store the network config under --etcd-prefix")
-
-
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> DaemonConfig:
     """The ``DaemonConfig`` of a parsed command line (the daemon's or an inspection command's)."""
     known = {f.name for f in fields(DaemonConfig)}
@@ -200,11 +196,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] = os.envir
     if getattr(args, FLAG_SOURCES, {}).get("etcd_password") == "--etcd-password":
         log.warning("--etcd-password shows in process listings (ps, /proc/PID/cmdline); prefer env "
                     "FLANNELD_ETCD_PASSWORD")
-    config = DaemonConfig(**values)
-    if config.kube_subnet_mgr:
-        # Until the Kubernetes lease source is in the daemon (kube_api_url and friends are parsed already).
-        raise ConfigError(KUBE_MODE_NOT_YET)
-    return config
+    return DaemonConfig(**values)
 
 
 def source_of(args: argparse.Namespace, field_name: str) -> str:

@@ -16,13 +16,11 @@ from typing import Any
 import pytest
 
 from flannel_alivpc.cli import build_parser
-from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.logfmt import effective_level
 from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.routed.config import (
     ACCEPTED,
     DAEMON_FLAGS,
-    KUBE_MODE_NOT_YET,
     DaemonConfig,
     config_from_args,
     flanneld_flags,
@@ -103,12 +101,6 @@ def test_each_accepted_flag_reaches_the_daemon_config_from_argv_and_env(name: st
     else:
         text, expected = SAMPLES[name]
     env = {flag.env_name: text}
-    if name == "kube-subnet-mgr":  # parsed, then refused until the daemon has kube mode
-        for argv, environ in (([f"--{name}={text}"], None), ([], env)):
-            assert build_parser(env=environ or {}).parse_args(argv).kube_subnet_mgr is True
-            with pytest.raises(ConfigError, match="not supported yet"):
-                _config(argv, environ)
-        return
     for argv, environ in (([f"--{name}", text], None), ([f"-{name}={text}"], None), ([], env)):
         assert getattr(_config(argv, environ), flag.field) == expected != default, (argv, environ)
 
@@ -135,8 +127,10 @@ def test_each_refused_flag_ends_with_rc_2_and_its_sentence(name: str, capsys: py
         assert "Traceback" not in outcome.stderr
 
 
-def test_kube_mode_is_refused_with_rc_2_and_a_sentence(capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kube_mode_without_node_name_exits_1_saying_how_to_set_it(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
     outcome = run_cli(["--kube-subnet-mgr"], capsys, monkeypatch)
-    assert outcome.rc == 2
-    assert outcome.stderr.strip().endswith(KUBE_MODE_NOT_YET)
+    assert outcome.rc == 1
+    assert "NODE_NAME" in outcome.stderr and "spec.nodeName" in outcome.stderr
+    assert "Traceback" not in outcome.stderr

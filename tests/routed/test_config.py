@@ -86,13 +86,13 @@ def test_the_etcd_password_on_argv_works_with_a_warning(caplog: pytest.LogCaptur
     assert "process listings" not in caplog.text
 
 
-def test_kube_mode_is_refused_until_it_exists_but_its_flags_parse() -> None:
-    with pytest.raises(ConfigError, match="--kube-subnet-mgr is not supported yet"):
-        parse(["--kube-subnet-mgr"])
-    config = parse(["--kube-api-url", "https://10.0.0.1:6443", "--kubeconfig-file", "/k", "--net-config-path",
-                    "/n.json", "--kube-annotation-prefix", "example.com", "--set-node-network-unavailable=false"])
-    assert (config.kube_api_url, config.kubeconfig_file, config.net_config_path, config.kube_annotation_prefix,
-            config.set_node_network_unavailable) == ("https://10.0.0.1:6443", "/k", "/n.json", "example.com", False)
+def test_kube_mode_flags_reach_the_config() -> None:
+    config = parse(["--kube-subnet-mgr", "--kube-api-url", "https://10.0.0.1:6443", "--kubeconfig-file", "/k",
+                    "--net-config-path", "/n.json", "--kube-annotation-prefix", "example.com",
+                    "--set-node-network-unavailable=false"])
+    assert (config.kube_subnet_mgr, config.kube_api_url, config.kubeconfig_file, config.net_config_path,
+            config.kube_annotation_prefix, config.set_node_network_unavailable) == \
+        (True, "https://10.0.0.1:6443", "/k", "/n.json", "example.com", False)
 
 
 def test_node_name_and_pod_namespace_come_from_the_downward_api_variables() -> None:
