@@ -164,7 +164,7 @@ def comma_list(item: Converter = text, *, allow_empty: bool = True) -> Converter
 
 @dataclass(frozen=True)
 class Flag:
-    """One flag: ``--name`` (and ``FLANNELD_NAME`` when ``env``), its converter and default.
+    """One flag: ``--name`` and ``FLANNELD_NAME``, its converter and default.
 
     ``dest`` is the attribute the value lands in (for the route daemon, the
     ``DaemonConfig`` field it fills). A ``boolean`` flag takes no value or
@@ -179,7 +179,6 @@ class Flag:
     dest: str = ""
     boolean: bool = False
     repeat: bool = False
-    env: bool = True
     metavar: str | None = None
 
     @property
@@ -206,10 +205,6 @@ class RefusedFlag:
     name: str
     reason: str
     aliases: tuple[str, ...] = ()
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name
 
 
 class _Refuse(argparse.Action):
@@ -267,8 +262,7 @@ def _help(flag: Flag) -> str:
     parts = [flag.help.replace("%", "%%")]
     if default not in (None, "", []):
         parts.append(f"(default {default})")
-    if flag.env:
-        parts.append(f"[env {flag.env_name}]")
+    parts.append(f"[env {flag.env_name}]")
     return " ".join(parts)
 
 
@@ -305,7 +299,7 @@ def resolve(namespace: argparse.Namespace, flags: Sequence[Flag], env: Mapping[s
         elif flag.field in earlier:
             setattr(namespace, flag.field, earlier[flag.field])
             sources[flag.field] = flag.option
-        elif flag.env and env.get(flag.env_name):
+        elif env.get(flag.env_name):
             try:
                 value = flag.from_text(env[flag.env_name])
             except argparse.ArgumentTypeError as error:
