@@ -56,6 +56,7 @@ _load_kube_config: Any = config.load_kube_config
 _load_incluster_config: Any = config.load_incluster_config
 _Watch: Any = watch.Watch
 MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 def _status_message(error: ApiException) -> str:
@@ -98,9 +99,12 @@ class KubeClient:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, *, context: str | None = None,
+    def connect(cls, kubeconfig: str | None = None, *, context: str | None = None, host: str | None = None,
                 request_timeout: float = 15.0) -> KubeClient:
-        """From a kubeconfig file, or (``kubeconfig=None``) the in-cluster service account."""
+        """From a kubeconfig file, or (``kubeconfig=None``) the in-cluster service account.
+
+        ``host`` (flanneld's ``--kube-api-url``) replaces the server address of either.
+        """
         configuration = client.Configuration()
         try:
             if kubeconfig:
@@ -114,6 +118,8 @@ class KubeClient:
                               f"pass --kubeconfig outside a cluster") from None
         except OSError as error:
             raise ConfigError(f"cannot read the kubeconfig {kubeconfig}: {error.strerror}") from None
+        if host:
+            configuration.host = host.rstrip("/")
         return cls(client.ApiClient(configuration), request_timeout=request_timeout)
 
     def __repr__(self) -> str:
@@ -219,6 +225,19 @@ class KubeClient:
     def watch_nodes(self, resource_version: str, timeout_seconds: int) -> Iterator[WatchEvent[Node]]:
         return self._watch("watch nodes", self._core.list_node, parse_node, resource_version, timeout_seconds)
 
+    def get_node(self, name: str) -> Node:
+        return parse_node(self._call(f"get node {name}", self._core.read_node, name))
+
+    def patch_node_status(self, name: str, patch: Mapping[str, Any]) -> Node:
+        """A strategic merge patch through ``nodes/status``.
+
+        As flanneld does, annotations go through the status subresource too: the
+        API server keeps metadata changes there, and ``nodes/status`` is all the
+        DaemonSet's RBAC grants (no ``patch nodes``). Conditions merge by type.
+        """
+        return parse_node(self._call(f"patch status of node {name}", self._core.patch_node_status, name,
+                                     dict(patch), _content_type=STRATEGIC_MERGE_PATCH))
+
     # -- EndpointSlices (discovery.k8s.io/v1) ---------------------------------------------------
 
     def list_endpoint_slices(self) -> tuple[list[EndpointSlice], str]:
@@ -234,19 +253,24 @@ class KubeClient:
 
     # -- Events -----------------------------------------------------------------------------
 
-    def create_event(self, *, namespace: str, involved: Service, event_type: str, reason: str, message: str,
-                     component: str, timestamp: str) -> str:
-        """A core/v1 Event about ``involved``; returns its name."""
+    def create_event(self, *, namespace: str, involved: Service | Node, event_type: str, reason: str,
+                     message: str, component: str, timestamp: str) -> str:
+        """A core/v1 Event about ``involved``; returns its name.
+
+        Events about a Node (cluster-scoped) go to ``namespace`` (``default``, as the kubelet's do).
+        """
+        kind = "Node" if isinstance(involved, Node) else "Service"
         body = {
             "metadata": {"generateName": f"{involved.meta.name}.", "namespace": namespace},
-            "involvedObject": {"kind": "Service", "apiVersion": "v1", "namespace": involved.meta.namespace,
+            "involvedObject": {"kind": kind, "apiVersion": "v1", "namespace": involved.meta.namespace,
                                "name": involved.meta.name, "uid": involved.meta.uid,
                                "resourceVersion": involved.meta.resource_version},
             "reason": reason, "message": message[:1024], "type": event_type,
             "source": {"component": component}, "reportingComponent": component,
             "firstTimestamp": timestamp, "lastTimestamp": timestamp, "count": 1,
         }
-        data = self._call(f"create event for {involved.key}", self._core.create_namespaced_event, namespace, body)
+        data = self._call(f"create event for {kind} {involved.meta.name}", self._core.create_namespaced_event,
+                          namespace, body)
         return str((data.get("metadata") or {}).get("name") or "")
 
     def bump_event(self, *, namespace: str, name: str, count: int, timestamp: str) -> None:

@@ -31,6 +31,9 @@ class FlannelAliVpcError(Exception):
 class ConfigError(FlannelAliVpcError):
     """Bad configuration or input: the message says what is wrong and how to fix it."""
 
+    exit_code = 2
+    """What the daemon exits with (flanneld's 1 where a flanneld user expects it)."""
+
 
 class CloudError(FlannelAliVpcError):
     """A call to Alibaba Cloud (API or metadata service) failed."""

@@ -94,6 +94,21 @@ class Node:
     """The Ready condition: True, False/Unknown, or None when the node reports none."""
     taints: tuple[Taint, ...] = ()
     internal_ips: tuple[str, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    """``spec.podCIDRs`` (or the single ``spec.podCIDR`` of older servers), as written."""
+    conditions: Mapping[str, NodeCondition] = field(default_factory=dict)
+    """``status.conditions`` by type."""
+
+
+@dataclass(frozen=True)
+class NodeCondition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+NETWORK_UNAVAILABLE = "NetworkUnavailable"
 
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -135,6 +150,8 @@ class Lease:
     renew_time: float | None = None
     transitions: int = 0
     resource_version: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """What the holder publishes beside holding it (the route daemon: each table's route state)."""
 
 
 T = TypeVar("T")
@@ -203,8 +220,16 @@ def parse_node(raw: Mapping[str, Any]) -> Node:
                    for t in spec.get("taints") or () if isinstance(t, dict))
     ips = tuple(str(a.get("address")) for a in status.get("addresses") or ()
                 if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address"))
+    cidrs = [str(c) for c in spec.get("podCIDRs") or () if c]
+    if not cidrs and spec.get("podCIDR"):
+        cidrs = [str(spec["podCIDR"])]
+    conditions = {str(c["type"]): NodeCondition(type=str(c["type"]), status=str(c.get("status") or ""),
+                                                reason=str(c.get("reason") or ""),
+                                                message=str(c.get("message") or ""))
+                  for c in status.get("conditions") or () if isinstance(c, dict) and c.get("type")}
     return Node(meta=parse_meta(raw), provider_id=str(spec.get("providerID") or ""),
-                unschedulable=bool(spec.get("unschedulable")), ready=ready, taints=taints, internal_ips=ips)
+                unschedulable=bool(spec.get("unschedulable")), ready=ready, taints=taints, internal_ips=ips,
+                pod_cidrs=tuple(cidrs), conditions=conditions)
 
 
 def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
@@ -245,6 +270,7 @@ def parse_lease(raw: Mapping[str, Any]) -> Lease:
         duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
         acquire_time=parse_time(spec.get("acquireTime")), renew_time=parse_time(spec.get("renewTime")),
         transitions=int(spec.get("leaseTransitions") or 0), resource_version=meta.resource_version,
+        annotations=meta.annotations,
     )
 
 
@@ -259,4 +285,6 @@ def lease_body(lease: Lease) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": lease.name, "namespace": lease.namespace}
     if lease.resource_version:
         metadata["resourceVersion"] = lease.resource_version
+    if lease.annotations:
+        metadata["annotations"] = dict(lease.annotations)
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}

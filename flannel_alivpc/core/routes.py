@@ -181,6 +181,30 @@ class RouteStatus:
 
 
 @dataclass(frozen=True)
+class NodeRouteState:
+    """How one lease's route stands in one table, as its writer last saw it (for Node conditions)."""
+
+    ok: bool
+    """Its entry is Available with the right next hop."""
+    reason: str = ""
+    """Why not, when the cloud refused it or something else holds the destination; empty while pending."""
+
+
+def node_route_states(statuses: Iterable[RouteStatus],
+                      refusals: Mapping[str, str]) -> dict[IPv4Network, NodeRouteState]:
+    """Per leased subnet: routed, refused (``refusals``: destination -> the cloud's words), or pending."""
+    states: dict[IPv4Network, NodeRouteState] = {}
+    for status in statuses:
+        if status.desired_instance is None:
+            continue
+        routed = status.state in (RouteState.OK, RouteState.ADOPTING) and status.entry_status == "Available"
+        reason = "" if routed else refusals.get(str(status.destination)) or (
+            status.reason if status.state is RouteState.CONFLICT else "")
+        states[status.destination] = NodeRouteState(routed, reason)
+    return states
+
+
+@dataclass(frozen=True)
 class RoutePlan:
     """What to change in one route table, in the order it must be applied.
 

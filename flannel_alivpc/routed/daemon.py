@@ -24,8 +24,10 @@ misconfigured node never leaves a lease without a route):
    else a new one) and, on the classic network and with ``vxlan``, create the
    VXLAN device;
 5. acquire (or reuse) the subnet lease, publishing VNI and VtepMAC in its
-   BackendData; put the subnet's address on the device; with --ip-masq
-   install the masquerade rules; write subnet.env;
+   BackendData; put the subnet's address on the device; install flannel's
+   iptables rules (FORWARD accept rules unless --iptables-forward-rules=false,
+   masquerade rules with --ip-masq) and, with --ip-blackhole-route, the
+   blackhole route; write subnet.env;
 6. follow the leases, campaign for the writer lock of each table, run the
    VXLAN reconcile loop, serve /healthz and /metrics, renew the lease until
    stopped.
@@ -44,17 +46,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flannel_alivpc.clients.cloud import Cloud, CloudConfig, build_cloud
 from flannel_alivpc.clients.credentials import StaticCredentials
-from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.clients.iptables import Iptables
 from flannel_alivpc.clients.netlink import Interface, Netlink, NetlinkMonitor, select_interface
 from flannel_alivpc.core.cloud import InstanceIdentity
-from flannel_alivpc.core.errors import CloudError, ConfigError, EtcdError, FlannelAliVpcError
+from flannel_alivpc.core.errors import CloudError, ConfigError, FlannelAliVpcError
 from flannel_alivpc.core.network import (
     BACKEND_TYPE,
     LEASE_TTL,
@@ -66,31 +67,28 @@ from flannel_alivpc.core.network import (
 from flannel_alivpc.core.reconcile import ReconcileLoop
 from flannel_alivpc.core.routes import served_by_vpc_table
 from flannel_alivpc.core.secrets import Secret
-from flannel_alivpc.core.vxlan import VXLAN_BACKEND_TYPE, VxlanSettings, parse_vxlan_settings, vxlan_backend_data
+from flannel_alivpc.core.vxlan import (
+    VXLAN_BACKEND_TYPE,
+    VxlanSettings,
+    parse_mac,
+    parse_vxlan_settings,
+    vxlan_backend_data,
+)
+from flannel_alivpc.routed.blackhole import BlackholeRoute
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.health import HealthServer
-from flannel_alivpc.routed.leases import (
-    EMPTY_SNAPSHOT,
-    LeaseLost,
-    LeaseManager,
-    LeaseSnapshot,
-    LeaseWatcher,
-    ensure_cluster_id,
-    read_network_config,
-    read_previous_subnet,
-    write_subnet_env,
-)
+from flannel_alivpc.routed.kube_leases import KubeLeaseSource
+from flannel_alivpc.routed.lease_source import EtcdLeaseSource, LeaseSource
+from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseLost, LeaseSnapshot, write_subnet_env
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
-from flannel_alivpc.routed.masq import RESYNC_INTERVAL as MASQ_RESYNC_INTERVAL
-from flannel_alivpc.routed.masq import MasqRules
+from flannel_alivpc.routed.masq import IptablesRules, flannel_chains
 from flannel_alivpc.routed.vpc_routes import TableWriter
-from flannel_alivpc.routed.vxlan import VxlanBackend, choose_vtep_mac, previous_vtep_mac
-from flannel_alivpc.routed.writer import TableLeadership, WriterLock
+from flannel_alivpc.routed.vxlan import VxlanBackend, choose_vtep_mac
+from flannel_alivpc.routed.writer import TableLeadership
 
 log = logging.getLogger(__name__)
 
 EXIT_LEASE_LOST = 1
-CONFIG_RETRY_INTERVAL = 5.0
 SUPPORTED_BACKENDS = (BACKEND_TYPE, VXLAN_BACKEND_TYPE)
 VXLAN_COALESCE = 0.005
 """Seconds of quiet before a VXLAN pass: a lease change reaches the kernel within milliseconds."""
@@ -100,9 +98,11 @@ MODE_CLASSIC = "classic"
 MODE_VXLAN = "vxlan"
 
 
-def connect_etcd(config: DaemonConfig) -> EtcdClient:
-    return EtcdClient(config.etcd_endpoints, ca_file=config.etcd_cafile, cert_file=config.etcd_certfile,
-                      key_file=config.etcd_keyfile, username=config.etcd_username, password=config.etcd_password)
+def open_lease_source(config: DaemonConfig, env: Mapping[str, str]) -> LeaseSource:
+    """The Kubernetes Nodes with ``--kube-subnet-mgr``, else flannel's etcd registry."""
+    if config.kube_subnet_mgr:
+        return KubeLeaseSource(config, env)
+    return EtcdLeaseSource(config)
 
 
 def backend_access_key(network: NetworkConfig) -> StaticCredentials | None:
@@ -139,10 +139,6 @@ def discover_route_tables(cloud: Cloud, identity: InstanceIdentity, explicit: li
     return [t.table_id for t in tables]
 
 
-def writer_lock_name(prefix: str, table_id: str) -> str:
-    return f"{prefix.rstrip('/')}/alivpc/writers/{table_id}"
-
-
 @dataclass
 class _Table:
     writer: TableWriter
@@ -150,39 +146,33 @@ class _Table:
 
 
 class RouteDaemon:
-    def __init__(self, config: DaemonConfig, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: DaemonConfig, env: Mapping[str, str] | None = None,
+                 source: LeaseSource | None = None) -> None:
         self.config = config
         self.env = env if env is not None else os.environ
         self.stop_event = threading.Event()
         self.ready = False
         self.tables: dict[str, _Table] = {}
-        self.watcher: LeaseWatcher | None = None
+        self.source: LeaseSource | None = source
         self.cloud: Cloud | None = None
         self.network: NetworkConfig | None = None
         self.mode = ""
         self.vxlan: VxlanBackend | None = None
         self.vxlan_loop: ReconcileLoop | None = None
-        self.masq_loop: ReconcileLoop | None = None
+        self.rule_loops: list[ReconcileLoop] = []
         self._threads: list[threading.Thread] = []
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _wait_for_network_config(self, etcd: EtcdClient) -> NetworkConfig | None:
-        while not self.stop_event.is_set():
-            try:
-                return read_network_config(etcd, self.config.etcd_prefix)
-            except (ConfigError, EtcdError) as error:
-                log.error("%s (retrying in %.0fs)", error, CONFIG_RETRY_INTERVAL)
-            self.stop_event.wait(CONFIG_RETRY_INTERVAL)
-        return None
-
     def run(self) -> int:
         config = self.config
-        etcd = connect_etcd(config)
+        source = self.source if self.source is not None else open_lease_source(config, self.env)
+        self.source = source
         netlink = Netlink()
         try:
-            network = self._wait_for_network_config(etcd)
+            log.info("leases from %s", source.description)
+            network = source.wait_for_network_config(self.stop_event)
             if network is None:
                 return 0
             self.network = network
@@ -191,11 +181,10 @@ class RouteDaemon:
                                   f'"{BACKEND_TYPE}" (VPC route tables, VXLAN where they cannot reach) and '
                                   f'"{VXLAN_BACKEND_TYPE}" (flanneld-compatible VXLAN only)')
             settings = parse_vxlan_settings(network)
-            if settings.direct_routing:
-                log.warning("Backend DirectRouting is not supported: every VXLAN peer is reached through %s",
-                            settings.device)
-            iface = select_interface(config.iface, config.iface_regex)
-            public_ip = ipaddress.IPv4Address(config.public_ip) if config.public_ip else iface.primary_ipv4
+            iface = select_interface(config.iface, config.iface_regex, config.iface_can_reach)
+            pinned = source.stored_public_ip()
+            public_ip = pinned or (ipaddress.IPv4Address(config.public_ip) if config.public_ip
+                                   else iface.primary_ipv4)
             if public_ip is None:
                 raise ConfigError(f"interface {iface.name} has no IPv4 address; pass --public-ip")
             log.info("using interface %s (mtu %d), public IP %s", iface.name, iface.mtu, public_ip)
@@ -218,44 +207,64 @@ class RouteDaemon:
                 else:
                     raise ConfigError(f"instance {identity.instance_id} reports network type "
                                       f"{identity.network_type!r}; expected vpc or classic")
-            previous_mac = previous_vtep_mac(etcd, config.etcd_prefix, public_ip)
-            vtep_mac = choose_vtep_mac(netlink, settings, previous_mac)
+            published = source.published_attrs(public_ip)
+            vtep_mac = choose_vtep_mac(netlink, settings,
+                                       parse_mac(published.backend_field("VtepMAC")) if published else None)
             backend = self._vxlan_backend(netlink, settings, iface, network, identity, vtep_mac)
             if backend.eager:
                 # Like flannel's RegisterNetwork: the device exists before the lease is published.
                 backend.ensure_device()
             attrs = self._lease_attrs(public_ip, identity, settings, vtep_mac)
-            manager = LeaseManager(etcd, config.etcd_prefix, network, public_ip, lambda: attrs,
-                                   read_previous_subnet(config.subnet_file), config.renew_margin_minutes * 60.0)
-            lease = manager.acquire()
+            lease = source.acquire(network, public_ip, attrs)
             log.info("acquired lease %s (%s, VtepMAC %s, expires in %.0fs)", lease.subnet,
                      f"instance {identity.instance_id}" if identity else "vxlan", vtep_mac,
                      (lease.expiration or time.time() + LEASE_TTL) - time.time())
             backend.own_subnet = lease.subnet
             if backend.eager:
                 backend.ensure_device()
-            masq = None
-            if config.ip_masq:
-                masq = MasqRules(Iptables(), network.network, lease.subnet)
-                masq.ensure()
+            node_rules = self._node_rules(netlink, network, lease.subnet)
+            for ensure in node_rules.values():
+                ensure()
             mtu = iface.mtu if self.mode == MODE_VPC else settings.device_mtu(iface.mtu)
             write_subnet_env(config.subnet_file,
                              render_subnet_env(network, lease.subnet, mtu=mtu, ip_masq=config.ip_masq))
             self.ready = True
-            return self._serve(etcd, self.cloud, identity, network, manager, tables, backend, masq)
+            return self._serve(source, self.cloud, identity, network, tables, backend, node_rules)
         except LeaseLost:
             return EXIT_LEASE_LOST
         finally:
             self.stop_event.set()
-            if self.watcher is not None:
-                self.watcher.stop()
-            for loop in (self.vxlan_loop, self.masq_loop):
+            for loop in (self.vxlan_loop, *self.rule_loops):
                 if loop is not None:
                     loop.stop()
             for thread in self._threads:
                 thread.join(timeout=5)
             netlink.close()
-            etcd.close()
+            source.close()
+
+    def _node_rules(self, netlink: Netlink, network: NetworkConfig,
+                    subnet: ipaddress.IPv4Network) -> dict[str, Callable[[], float | None]]:
+        """flanneld's iptables chains and blackhole route for these flags, by name: each an ensure pass."""
+        config = self.config
+        rules: dict[str, Callable[[], float | None]] = {}
+        if config.ip_masq or config.iptables_forward_rules:
+            try:
+                iptables = Iptables()
+            except ConfigError as error:
+                if config.ip_masq:
+                    raise ConfigError(f"--ip-masq: {error}, or run without --ip-masq and let the CNI plugin "
+                                      "masquerade") from None
+                # flanneld carries on without its FORWARD rules too; say what that costs.
+                log.error("FORWARD accept rules (FLANNEL-FWD) not installed: %s; pod traffic is dropped where "
+                          "FORWARD's policy is DROP; install iptables or pass --iptables-forward-rules=false", error)
+            else:
+                chains = flannel_chains(iptables, network.network, subnet, ip_masq=config.ip_masq,
+                                        forward_rules=config.iptables_forward_rules,
+                                        random_fully_disable=config.ip_masq_fully_random_disable)
+                rules["iptables"] = IptablesRules(iptables, chains).ensure
+        if config.ip_blackhole_route:
+            rules["blackhole-route"] = BlackholeRoute(netlink, subnet).ensure
+        return rules
 
     def _vxlan_backend(self, netlink: Netlink, settings: VxlanSettings, iface: Interface, network: NetworkConfig,
                        identity: InstanceIdentity | None, vtep_mac: str) -> VxlanBackend:
@@ -270,7 +279,7 @@ class RouteDaemon:
                 return True
 
         def snapshot() -> LeaseSnapshot:
-            return self.watcher.snapshot() if self.watcher is not None else EMPTY_SNAPSHOT
+            return self.source.snapshot() if self.source is not None else EMPTY_SNAPSHOT
 
         backend = VxlanBackend(netlink=netlink, settings=settings, iface=iface, network=network.network,
                                subnet_len=network.subnet_len, snapshot=snapshot, wanted=wanted, vtep_mac=vtep_mac,
@@ -295,9 +304,9 @@ class RouteDaemon:
         thread.start()
         self._threads.append(thread)
 
-    def _serve(self, etcd: EtcdClient, cloud: Cloud | None, identity: InstanceIdentity | None,
-               network: NetworkConfig, manager: LeaseManager, table_ids: list[str], backend: VxlanBackend,
-               masq: MasqRules | None) -> int:
+    def _serve(self, source: LeaseSource, cloud: Cloud | None, identity: InstanceIdentity | None,
+               network: NetworkConfig, table_ids: list[str], backend: VxlanBackend,
+               node_rules: Mapping[str, Callable[[], float | None]]) -> int:
         self.vxlan_loop = ReconcileLoop(f"vxlan {backend.settings.device}", backend.reconcile,
                                         resync_interval=self.config.resync_interval, coalesce=VXLAN_COALESCE,
                                         coalesce_max=0.1)
@@ -307,33 +316,24 @@ class RouteDaemon:
                 table.leadership.mark_dirty()
             if self.vxlan_loop is not None:
                 self.vxlan_loop.mark_dirty()
-            manager.wake()
 
-        watcher = LeaseWatcher(etcd, self.config.etcd_prefix, on_change, fetch_expirations=False)
-        self.watcher = watcher
         if table_ids:
             assert cloud is not None and identity is not None and identity.vpc_id
-            cluster_id = ensure_cluster_id(etcd, self.config.etcd_prefix)
-            legacy = LegacyLeaseResolver(cloud.ecs, identity.vpc_id)
+            cluster_id = source.cluster_id()
             log.info("cluster %s: route entries carry this id in their description (the proof of ownership)",
                      cluster_id)
-        for table_id in table_ids:
-            assert cloud is not None and identity is not None
-            writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id or "", network=network.network,
-                                 api=cloud.vpc, snapshot=watcher.snapshot, cluster_id=cluster_id,
-                                 legacy=legacy, stop=self.stop_event)
-            loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
-                                 resync_interval=self.config.resync_interval)
-            lock_name = writer_lock_name(self.config.etcd_prefix, table_id)
-            holder = identity.instance_id
-
-            def make_lock(name: str = lock_name, holder: str = holder) -> WriterLock:
-                return etcd.lock(name, self.config.writer_lock_ttl, holder=holder)
-
-            leadership = TableLeadership(table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl,
-                                         stop=self.stop_event, make_lock=make_lock)
-            self.tables[table_id] = _Table(writer, leadership)
-        watcher.start()
+            legacy = LegacyLeaseResolver(cloud.ecs, identity.vpc_id)
+            for table_id in table_ids:
+                writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id, network=network.network,
+                                     api=cloud.vpc, snapshot=source.snapshot, cluster_id=cluster_id,
+                                     legacy=legacy, report=source.report_route_states, stop=self.stop_event)
+                loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
+                                     resync_interval=self.config.resync_interval)
+                leadership = TableLeadership(
+                    table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl, stop=self.stop_event,
+                    make_lock=source.writer_lock(table_id, self.config.writer_lock_ttl, identity.instance_id))
+                self.tables[table_id] = _Table(writer, leadership)
+        source.start_watching(on_change)
         for table in self.tables.values():
             table.leadership.start()
         self._start_loop(self.vxlan_loop, "vxlan")
@@ -341,16 +341,18 @@ class RouteDaemon:
                                           name="vxlan-device-watch", daemon=True)
         watcher_thread.start()
         self._threads.append(watcher_thread)
-        if masq is not None:
-            self.masq_loop = ReconcileLoop("ip-masq", masq.ensure, resync_interval=MASQ_RESYNC_INTERVAL, jitter=0.1)
-            self._start_loop(self.masq_loop, "ip-masq")
+        for name, ensure in node_rules.items():
+            # flanneld's --iptables-resync period, for the blackhole route too.
+            loop = ReconcileLoop(name, ensure, resync_interval=float(self.config.iptables_resync), jitter=0.1)
+            self.rule_loops.append(loop)
+            self._start_loop(loop, name)
         health = None
         if self.config.healthz_port:
             health = HealthServer(self.config.healthz_ip, self.config.healthz_port, health=self.health,
-                                  ready=lambda: self.ready, metrics=self.metrics)
+                                  ready=self.is_ready, metrics=self.metrics)
             health.start()
         try:
-            manager.run_renewal(self.stop_event, watcher)
+            source.hold(self.stop_event)
         finally:
             self.stop_event.set()
             for table in self.tables.values():
@@ -381,11 +383,15 @@ class RouteDaemon:
 
     # -- observability -------------------------------------------------------------------
 
+    def is_ready(self) -> bool:
+        """Serving, and the lease source answers (a daemon cut off from it keeps its routes but is not ready)."""
+        return self.ready and self.source is not None and self.source.snapshot().connected
+
     def health(self) -> tuple[bool, dict[str, Any]]:
-        snapshot = self.watcher.snapshot() if self.watcher else None
-        etcd_ok = bool(snapshot and snapshot.connected)
+        snapshot = self.source.snapshot() if self.source else None
+        leases_ok = bool(snapshot and snapshot.connected)
         tables: dict[str, Any] = {}
-        healthy = etcd_ok and self.ready
+        healthy = leases_ok and self.ready
         for table_id, table in self.tables.items():
             stats = table.leadership.loop.stats
             writer = table.leadership.is_writer
@@ -412,11 +418,12 @@ class RouteDaemon:
             if stats.consecutive_failures >= 3:
                 healthy = False
         return healthy, {"status": "ok" if healthy else "unhealthy", "ready": self.ready, "mode": self.mode,
-                         "etcd": etcd_ok, "api": api_ok, "leases": len(snapshot.leases) if snapshot else 0,
+                         "lease_source": leases_ok, "etcd": leases_ok, "api": api_ok,
+                         "leases": len(snapshot.leases) if snapshot else 0,
                          "tables": tables, "vxlan": vxlan}
 
     def metrics(self) -> dict[str, Any]:
-        snapshot = self.watcher.snapshot() if self.watcher else None
+        snapshot = self.source.snapshot() if self.source else None
         tables: dict[str, Any] = {}
         for table_id, table in self.tables.items():
             stats = table.leadership.loop.stats
@@ -453,6 +460,9 @@ def run_daemon(config: DaemonConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         return daemon.run()
-    except (ConfigError, CloudError, FlannelAliVpcError) as error:
+    except ConfigError as error:
+        log.error("%s", error)
+        return error.exit_code
+    except (CloudError, FlannelAliVpcError) as error:
         log.error("%s", error)
         return 2

@@ -15,6 +15,7 @@ seconds). Tables show durations as kubectl shows ages (``5m3s``, ``23h``, ``2d``
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,12 @@ from typing import Any, TextIO
 
 import yaml
 
-from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.core.errors import ConfigError, MetadataError
 from flannel_alivpc.core.routes import HEALTHY_STATES, RouteStatus, desired_routes, legacy_address, plan_routes
 from flannel_alivpc.routed.config import DaemonConfig
-from flannel_alivpc.routed.daemon import connect_cloud, connect_etcd
-from flannel_alivpc.routed.leases import LeaseSnapshot, LeaseWatcher, read_cluster_id, read_network_config
+from flannel_alivpc.routed.daemon import connect_cloud, open_lease_source
+from flannel_alivpc.routed.lease_source import LeaseSource
+from flannel_alivpc.routed.leases import LeaseSnapshot
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 
 EXIT_DRIFT = 3
@@ -35,16 +36,13 @@ OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
 """The values of ``-o``/``--output``, named as kubectl names them."""
 
 
-def load_leases(etcd: EtcdClient, prefix: str, timeout: float = 10.0) -> LeaseSnapshot:
-    """One complete listing of the leases (the daemon's watcher, stopped after its first sync)."""
-    watcher = LeaseWatcher(etcd, prefix, lambda: None).start()
-    try:
-        if not watcher.wait_in_sync(timeout):
-            raise ConfigError(f"could not list the leases under {prefix}/subnets within {timeout:.0f}s; "
-                              f"is etcd reachable at {', '.join(etcd.endpoints)}?")
-        return watcher.snapshot()
-    finally:
-        watcher.stop()
+def load_leases(source: LeaseSource, timeout: float = 10.0) -> LeaseSnapshot:
+    """One complete view of the leases (the daemon's watcher, stopped after its first sync)."""
+    source.start_watching(lambda: None)
+    if not source.wait_in_sync(timeout):
+        raise ConfigError(f"could not list the leases from {source.description} within {timeout:.0f}s; "
+                          f"is it reachable?")
+    return source.snapshot()
 
 
 def _lease_rows(snapshot: LeaseSnapshot) -> list[dict[str, Any]]:
@@ -147,11 +145,11 @@ def _check_output(output: str) -> None:
 
 def run_leases(config: DaemonConfig, *, output: str, out: TextIO) -> int:
     _check_output(output)
-    etcd = connect_etcd(config)
+    source = open_lease_source(config, os.environ)
     try:
-        rows = _lease_rows(load_leases(etcd, config.etcd_prefix))
+        rows = _lease_rows(load_leases(source))
     finally:
-        etcd.close()
+        source.close()
     if output in ("json", "yaml"):
         write_data(rows, output=output, out=out)
     else:
@@ -170,13 +168,13 @@ class TableView:
 
 
 def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[str, str]) -> list[TableView]:
-    etcd = connect_etcd(config)
+    source = open_lease_source(config, env)
     try:
-        network = read_network_config(etcd, config.etcd_prefix)
-        snapshot = load_leases(etcd, config.etcd_prefix)
-        cluster_id = read_cluster_id(etcd, config.etcd_prefix)
+        network = source.read_network_config()
+        snapshot = load_leases(source)
+        cluster_id = source.existing_cluster_id()
     finally:
-        etcd.close()
+        source.close()
     cloud = connect_cloud(config, env, network)
     if not vpc_id:
         try:

@@ -141,6 +141,17 @@ def ensure_cluster_id(client: EtcdClient, prefix: str) -> str:
     return made
 
 
+def load_published_attrs(client: EtcdClient, prefix: str, public_ip: IPv4Address) -> LeaseAttrs | None:
+    """The attributes the lease with ``public_ip`` carries now (what this node published before), if any."""
+    base = subnets_prefix(prefix)
+    kvs, _ = client.get_prefix(base)
+    for kv in kvs:
+        parsed = _parse_key(kv, base)
+        if not isinstance(parsed, _Bad) and parsed[1].public_ip == public_ip:
+            return parsed[1]
+    return None
+
+
 # -- parsing one key -------------------------------------------------------------------
 
 

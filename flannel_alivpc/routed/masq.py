@@ -56,15 +56,3 @@ class IptablesRules:
                     log.info("iptables: wrote %s in the %s table (%d rules, jump from %s)%s", chain.chain, table,
                              len(chain.rules), chain.parent, "" if count == 1 else ": it had drifted")
         return None
-
-
-# Until routed/daemon.py's new wiring (``IptablesRules`` from ``flannel_chains``) is committed, the
-# committed daemon still imports these two names; remove them with that commit.
-RESYNC_INTERVAL = float(DEFAULT_RESYNC)
-
-
-class MasqRules(IptablesRules):
-    """The masquerade chain alone (the committed daemon's --ip-masq)."""
-
-    def __init__(self, iptables: Iptables, network: IPv4Network, subnet: IPv4Network) -> None:
-        super().__init__(iptables, [masq_chain(network, subnet, random_fully=iptables.random_fully)])

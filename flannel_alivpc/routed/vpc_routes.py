@@ -31,10 +31,12 @@ from flannel_alivpc.core.errors import CloudError, RetryableCloudError
 from flannel_alivpc.core.network import IPv4Network, Lease
 from flannel_alivpc.core.routes import (
     ROUTE_NAME,
+    NodeRouteState,
     RoutePlan,
     RouteState,
     desired_routes,
     legacy_address,
+    node_route_states,
     plan_routes,
     route_description,
 )
@@ -80,6 +82,8 @@ class TableReport:
     adopted: int = 0
     deleted: int = 0
     failures: list[str] = field(default_factory=list)
+    refusals: dict[str, str] = field(default_factory=dict)
+    """destination -> the cloud's refusal (code and message), for Node conditions."""
     over_quota: list[str] = field(default_factory=list)
     quota_error: str = ""
 
@@ -97,6 +101,7 @@ class TableWriter:
         snapshot: Callable[[], LeaseView],
         cluster_id: str,
         legacy: LegacyLeaseResolver | None = None,
+        report: Callable[[str, Mapping[IPv4Network, NodeRouteState]], None] | None = None,
         poll_interval: float = 0.1,
         settle_timeout: float = 300.0,
         stop: threading.Event | None = None,
@@ -108,6 +113,7 @@ class TableWriter:
         self._snapshot = snapshot
         self.cluster_id = cluster_id
         self._legacy = legacy
+        self._report_states = report
         self.poll_interval = poll_interval
         self.settle_timeout = settle_timeout
         self._stop = stop or threading.Event()
@@ -158,6 +164,8 @@ class TableWriter:
                              len(plan.kept_for_unknown), ", ".join(e.destination for e in plan.kept_for_unknown))
                 # Changes the API refused (e.g. the quota is reached) are tried again later.
                 self._report_quota(report, actual)
+                if self._report_states is not None:
+                    self._report_states(self.table_id, node_route_states(plan.statuses, report.refusals))
                 return REFUSED_RETRY if refused else None
             if batch:
                 self._observe_settled(actual, batch)
@@ -222,6 +230,7 @@ class TableWriter:
     def _record_failures(self, result: BatchResult, report: TableReport) -> None:
         for failure in result.failures:
             report.failures.append(f"{failure.destination}: {failure.code} {failure.message}")
+            report.refusals[failure.destination] = f"{failure.code}: {failure.message}"
             if failure.code.startswith("QuotaExceeded"):
                 report.over_quota.append(failure.destination)
             elif "DUPLICATE" in failure.code.upper():

@@ -39,7 +39,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
-from flannel_alivpc.clients.etcd import EtcdClient
 from flannel_alivpc.clients.netlink import (
     NUD_PERMANENT,
     AlreadyExists,
@@ -54,7 +53,7 @@ from flannel_alivpc.clients.netlink import (
     VxlanDeviceSpec,
 )
 from flannel_alivpc.clients.netns import NamespaceError
-from flannel_alivpc.core.network import IPv4Network, Lease, LeaseFormatError, parse_lease_value, parse_subnet_key
+from flannel_alivpc.core.network import IPv4Network, Lease
 from flannel_alivpc.core.vxlan import (
     DIRECT_ROUTE_PROTOCOL,
     FdbKey,
@@ -71,7 +70,7 @@ from flannel_alivpc.core.vxlan import (
     select_peers,
     vtep_of,
 )
-from flannel_alivpc.routed.leases import LeaseSnapshot, subnets_prefix
+from flannel_alivpc.routed.leases import LeaseSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +79,6 @@ _ZERO_MAC = "00:00:00:00:00:00"
 
 class VxlanDeviceError(NetlinkError):
     """The VXLAN device could not be brought into the required shape."""
-
-
-def previous_vtep_mac(etcd: EtcdClient, prefix: str, public_ip: IPv4Address) -> str | None:
-    """The VtepMAC our PublicIP's lease published before (reused so peers need no update after a restart)."""
-    base = subnets_prefix(prefix)
-    kvs, _ = etcd.get_prefix(base)
-    for kv in kvs:
-        try:
-            parse_subnet_key(kv.key[len(base):])
-            attrs = parse_lease_value(kv.value)
-        except LeaseFormatError:
-            continue
-        if attrs.public_ip == public_ip:
-            mac = parse_mac(attrs.backend_field("VtepMAC"))
-            if mac:
-                return mac
-    return None
 
 
 def choose_vtep_mac(netlink: Netlink, settings: VxlanSettings, previous: str | None) -> str:
@@ -434,10 +416,7 @@ class VxlanBackend:
             undo_ops: list[Op] = []
             for subnet in undo:
                 peer = peers.peers[subnet]
-                if subnet in direct:
-                    undo_ops.append(RouteOp("delete", subnet, peer.public_ip))
-                    routes.pop(subnet, None)
-                    continue
+                # A direct peer had only its route to write; the other deletes then find nothing, which is fine.
                 undo_ops += [RouteOp("delete", subnet, peer.gateway, index),
                              FdbOp("delete", index, peer.vtep_mac, peer.public_ip),
                              NeighbourOp("delete", index, peer.gateway)]

@@ -1,10 +1,8 @@
 """Leader election through a coordination.k8s.io/v1 Lease, so two replicas never both write.
 
-The candidate that holds the Lease renews it every ``retry_period``; the others
-take it over once it has not changed for ``lease_duration`` seconds *as they
-observed it* (their own clock, as client-go does: no comparison of clocks
-between machines). Writes to the Lease carry its resourceVersion, so of two
-candidates racing for an expired Lease one gets 409 Conflict and loses.
+The candidate that holds the Lease renews it every ``retry_period``; the
+takeover rules (observed expiry, resourceVersion races) are
+``kube_lease_lock.KubeLeaseLock``'s.
 
 A leader that cannot renew for ``renew_deadline`` (shorter than
 ``lease_duration``) steps down on its own before anyone else may take over;
@@ -24,7 +22,8 @@ from collections.abc import Callable
 
 from flannel_alivpc.clients.kube import KubeClient
 from flannel_alivpc.core.errors import FlannelAliVpcError
-from flannel_alivpc.core.kube import KubeConflict, KubeError, Lease
+from flannel_alivpc.core.kube import KubeError
+from flannel_alivpc.kube_lease_lock import KubeLeaseLock
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,8 @@ class LeaderElector:
         self._stop = threading.Event()
         self._leading = False
         self._last_renew = float("-inf")
-        self._observed: tuple[str, float | None, str] | None = None
-        self._observed_at = 0.0
+        self._lease = KubeLeaseLock(kube, namespace=namespace, name=name, identity=identity,
+                                    duration=lease_duration, clock=clock, wall=wall)
         self._lock = threading.Lock()
         self._rng = random.Random()
 
@@ -107,32 +106,7 @@ class LeaderElector:
             self._stop.wait(self.retry_period * (0.9 + 0.2 * self._rng.random()))
 
     def try_acquire_or_renew(self) -> bool:
-        wall = self._wall()
-        duration = max(1, round(self.lease_duration))
-        lease = self.kube.get_lease(self.namespace, self.name)
-        if lease is None:
-            try:
-                self.kube.create_lease(Lease(name=self.name, namespace=self.namespace, holder=self.identity,
-                                             duration_seconds=duration, acquire_time=wall, renew_time=wall))
-            except KubeConflict:
-                return False
-            return True
-        record = (lease.holder, lease.renew_time, lease.resource_version)
-        if record != self._observed:
-            self._observed, self._observed_at = record, self._clock()
-        held_by_other = lease.holder not in ("", self.identity)
-        if held_by_other and self._clock() - self._observed_at < max(lease.duration_seconds, 1):
-            return False
-        mine = lease.holder == self.identity
-        renewed = Lease(
-            name=self.name, namespace=self.namespace, holder=self.identity, duration_seconds=duration,
-            acquire_time=lease.acquire_time if mine and lease.acquire_time else wall, renew_time=wall,
-            transitions=lease.transitions + (0 if mine else 1), resource_version=lease.resource_version)
-        try:
-            self.kube.update_lease(renewed)
-        except KubeConflict:
-            return False
-        return True
+        return self._lease.try_acquire_or_renew()
 
     def stop(self, *, release: bool = True) -> None:
         """Stop campaigning; if leading and ``release``, hand the Lease back at once."""
@@ -146,12 +120,4 @@ class LeaderElector:
                 self._release()
 
     def _release(self) -> None:
-        try:
-            lease = self.kube.get_lease(self.namespace, self.name)
-            if lease is not None and lease.holder == self.identity:
-                self.kube.update_lease(Lease(
-                    name=lease.name, namespace=lease.namespace, holder="", duration_seconds=1,
-                    acquire_time=lease.acquire_time, renew_time=lease.renew_time,
-                    transitions=lease.transitions, resource_version=lease.resource_version))
-        except KubeError as error:
-            log.warning("leader election: could not release the lease: %s", error)
+        self._lease.release()

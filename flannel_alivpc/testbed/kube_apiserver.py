@@ -26,7 +26,7 @@ implements:
   ports by ``port``, conditions by ``type``, taints by ``key``, addresses by
   ``type``); apply patches are refused with 415 as a server without them would;
 * status subresource: writes to the object ignore ``status``, writes to
-  ``/status`` change only ``status``; a created Service has its status cleared;
+  ``/status`` change only ``status`` (and a Node's labels and annotations); a created Service has its status cleared;
 * finalizers and ``deletionTimestamp``: DELETE of an object with finalizers
   only sets ``deletionTimestamp``; the object goes when the last finalizer is
   removed; no finalizer may be added once deletion started (422);
@@ -34,9 +34,14 @@ implements:
   a cluster IP, node ports (30000-32767) for NodePort and LoadBalancer;
 * errors are ``Status`` objects with the real reasons and codes.
 
+RBAC: ``permissions`` maps a user to ``PolicyRule``s (rendered from the
+manifests' Roles); a request they do not allow is 403 Forbidden with the real
+message. Users without an entry are not checked.
+
 Test hooks: ``requests`` (every request with its bearer-token user),
 ``inject_failure`` (the next N matching requests fail with a status; ``clear_failures``),
-``compact`` (forget the history so old watches get 410), ``write_kubeconfig``.
+``compact`` (forget the history so old watches get 410), ``end_watches`` (close
+every open watch stream), ``write_kubeconfig``.
 """
 
 from __future__ import annotations
@@ -356,12 +361,16 @@ class KubeApiServer:
     """The stand-in server; ``start()`` serves on a free loopback port."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, tokens: dict[str, str] | None = None,
-                 namespaces: tuple[str, ...] = ("default", "kube-system")) -> None:
+                 namespaces: tuple[str, ...] = ("default", "kube-system"),
+                 permissions: dict[str, list[PolicyRule]] | None = None) -> None:
         self.tokens = dict(tokens or {})
         """bearer token -> user name; empty: anonymous access allowed."""
+        self.permissions = dict(permissions or {})
+        """user -> what RBAC grants it; a user not listed may do everything (no RBAC for it)."""
         self._store = _Store()
         self._cond = threading.Condition()
         self._stopping = False
+        self._watch_epoch = 0
         self._records: list[RequestRecord] = []
         self._failures: list[_Failure] = []
         self._rng = random.Random()
@@ -427,6 +436,12 @@ class KubeApiServer:
         """Forget every failure injected and not yet used up."""
         with self._cond:
             self._failures.clear()
+
+    def end_watches(self) -> None:
+        """Close every open watch stream, as an API server restart or a dropped connection does."""
+        with self._cond:
+            self._watch_epoch += 1
+            self._cond.notify_all()
 
     def compact(self) -> int:
         """Forget all history: a watch from any earlier resourceVersion gets 410 Gone."""
@@ -623,9 +638,15 @@ class KubeApiServer:
         meta = new["metadata"]
         if res.status_subresource:
             if subresource == "status":
-                # Only the status changes (metadata and spec stay as stored).
+                # Only the status changes (metadata and spec stay as stored), except that a Node's
+                # labels and annotations may change through nodes/status too, as on the real server:
+                # flanneld's kube subnet manager publishes its annotations that way.
                 merged = copy.deepcopy(old)
                 merged["status"] = new.get("status", {})
+                if res.kind == "Node":
+                    for field_name in ("labels", "annotations"):
+                        if field_name in meta:
+                            merged["metadata"][field_name] = copy.deepcopy(meta[field_name])
                 new, meta = merged, merged["metadata"]
             else:
                 new["status"] = copy.deepcopy(old.get("status", {}))
@@ -740,10 +761,11 @@ class KubeApiServer:
     def _follow(self, res: Resource, cursor: int, initial: list[Obj], deadline: float,
                 wanted: Callable[[str, Obj], bool]) -> Iterator[Obj]:
         yield from initial
+        epoch = self._watch_epoch
         while cursor >= 0:
             with self._cond:
                 while True:
-                    if self._stopping:
+                    if self._stopping or self._watch_epoch != epoch:
                         return
                     if self._store.history and self._store.history[-1].rv > cursor:
                         break
@@ -774,6 +796,22 @@ class KubeApiServer:
             return self.tokens[header[7:]]
         raise ApiError(401, "Unauthorized", "Unauthorized")
 
+    def authorize(self, user: str, verb: str, res: Resource, namespace: str | None, name: str | None,
+                  subresource: str) -> None:
+        """RBAC as the real authorizer applies it to ``user``'s rules; 403 with the real wording otherwise."""
+        rules = self.permissions.get(user)
+        if rules is None:
+            return
+        resource = f"{res.plural}/{subresource}" if subresource else res.plural
+        group = "" if res.group_version == "v1" else res.group_version.split("/")[0]
+        for rule in rules:
+            if rule.allows(verb, group, resource, namespace, name):
+                return
+        scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+        what = f'{res.plural} "{name}"' if name else res.plural
+        raise ApiError(403, "Forbidden", f'{what} is forbidden: User "{user}" cannot {verb} resource '
+                       f'"{resource}" in API group "{group}" {scope}')
+
     def note(self, record: RequestRecord) -> None:
         with self._cond:
             self._records.append(record)
@@ -785,6 +823,37 @@ class KubeApiServer:
                     failure.count -= 1
                     return failure.status
             return None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One RBAC rule (a Role's when ``namespace`` is set, else a ClusterRole's)."""
+
+    verbs: tuple[str, ...]
+    resources: tuple[str, ...]
+    api_groups: tuple[str, ...] = ("",)
+    namespace: str | None = None
+    resource_names: tuple[str, ...] = ()
+
+    def allows(self, verb: str, group: str, resource: str, namespace: str | None, name: str | None) -> bool:
+        if self.namespace is not None and namespace != self.namespace:
+            return False
+        if self.resource_names and name not in self.resource_names:
+            return False
+        return (verb in self.verbs or "*" in self.verbs) and group in self.api_groups and (
+            resource in self.resources or "*" in self.resources)
+
+    @classmethod
+    def from_manifest(cls, rule: Obj, namespace: str | None = None) -> PolicyRule:
+        return cls(verbs=tuple(rule.get("verbs") or ()), resources=tuple(rule.get("resources") or ()),
+                   api_groups=tuple(rule.get("apiGroups") or ("",)), namespace=namespace,
+                   resource_names=tuple(rule.get("resourceNames") or ()))
+
+
+def _verb(method: str, name: str | None, watching: bool) -> str:
+    if method == "GET":
+        return "watch" if watching else "get" if name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
 
 _PATH = re.compile(r"^(?:/api/(?P<core>v1)|/apis/(?P<group>[^/]+)/(?P<version>[^/]+))(?P<rest>/.*)?$")
@@ -869,7 +938,9 @@ def _handler(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(payload)
                     return
                 res, namespace, name, sub = _route(server, target.path)
-                if method == "GET" and name is None and query.get("watch") in ("true", "1"):
+                watching = method == "GET" and name is None and query.get("watch") in ("true", "1")
+                server.authorize(record.user, _verb(method, name, watching), res, namespace, name, sub)
+                if watching:
                     record.status = 200
                     self._stream(res, namespace, query)
                     return

@@ -1,0 +1,506 @@
+"""The Kubernetes lease source: flanneld's ``--kube-subnet-mgr`` (Nodes as leases), Lease-elected
+writers, and the Node ``NetworkUnavailable`` condition from the real route state.
+
+* **Leases.** A node's lease is its ``spec.podCIDR``; it publishes its
+  BackendData in the Node's flannel annotations (``core.kube_subnets``), as
+  flanneld does, through ``nodes/status``. Everyone's leases come from one
+  list and then one watch of the Nodes (re-listed only when the server says
+  the history is gone, 410). A Node whose flannel annotations are malformed is
+  skipped with one Warning Event; its podCIDR is protected (no route there is
+  deleted). A Node without a podCIDR is waited for, and said so.
+* **Writers.** One ``coordination.k8s.io/v1`` Lease per route table, in the
+  daemon's namespace (``flannel-alivpc-writer-<table-id>``). The writer also
+  publishes, on that Lease, which subnets its table carries (``Available``)
+  and which it refused, so that whichever writer reports last sees every
+  table's state.
+* **Conditions.** A node's ``NetworkUnavailable`` turns ``False``
+  (``RouteCreated``) only once its entry is Available in every table that
+  must carry it, and ``True`` (``NoRouteCreated``, the cloud's words in the
+  message) when an entry is refused; a Warning Event on the Node marks each
+  change into a refusal, not each retry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from flannel_alivpc.clients.kube import KubeClient
+from flannel_alivpc.core.errors import ConfigError, LeaseLost
+from flannel_alivpc.core.kube import NETWORK_UNAVAILABLE, KubeError, KubeGone, Node
+from flannel_alivpc.core.kube_subnets import (
+    FlannelAnnotations,
+    check_pod_cidr,
+    ipv4_pod_cidr,
+    lease_annotations,
+    node_lease,
+)
+from flannel_alivpc.core.network import IPv4Network, Lease, LeaseAttrs, NetworkConfig, parse_network_config
+from flannel_alivpc.core.routes import NodeRouteState
+from flannel_alivpc.kube_lease_lock import KubeLeaseLock
+from flannel_alivpc.routed.config import DaemonConfig
+from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseSnapshot
+from flannel_alivpc.routed.writer import WriterLock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "kube-system"
+WATCH_TIMEOUT = 300
+"""Seconds a watch stays open before it is resumed from its last resourceVersion (no re-list)."""
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+PODCIDR_WAIT_LOG = 30.0
+CLUSTER_ID_LEASE = "flannel-alivpc-cluster-id"
+CLUSTER_ID_ANNOTATION = "flannel-alivpc.io/cluster-id"
+ROUTE_STATE_ANNOTATION = "flannel-alivpc.io/route-state"
+EVENT_NAMESPACE = "default"
+COMPONENT = "flannel-alivpc"
+
+
+# What the DaemonSet's service account may do in kube mode, and nothing else (the manifests'
+# ClusterRole and Roles are rendered from these; the tests enforce them on the API stand-in).
+RBAC_CLUSTER_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+)
+RBAC_NAMESPACE_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+)
+"""In the daemon's own namespace: the writer Leases and the cluster id."""
+RBAC_EVENT_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+)
+"""In ``EVENT_NAMESPACE``, where Events about Nodes live."""
+
+
+class NodeNameMissing(ConfigError):
+    """flanneld exits 1 when it cannot tell which Node it runs on; so do we."""
+
+    exit_code = 1
+
+
+def writer_lease_name(table_id: str) -> str:
+    return f"flannel-alivpc-writer-{table_id}"
+
+
+class NodeWatcher:
+    """Every Node, from one list and then one resumed watch; the lease snapshot derived from them."""
+
+    def __init__(self, kube: KubeClient, names: FlannelAnnotations, on_change: Callable[[], None],
+                 on_malformed: Callable[[Node, str], None]) -> None:
+        self._kube = kube
+        self._names = names
+        self._on_change = on_change
+        self._on_malformed = on_malformed
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Node] = {}
+        self._synced = threading.Event()
+        self._connected = False
+        self._revision = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="node-watcher", daemon=True)
+        self._reported: dict[str, str] = {}
+        self.lists = 0
+        self.watches = 0
+
+    def start(self) -> NodeWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kube.stop_watches()
+        self._thread.join(timeout=5)
+
+    def wait_in_sync(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    def node(self, name: str) -> Node | None:
+        with self._lock:
+            return self._nodes.get(name)
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return list(self._nodes.values())
+
+    def snapshot(self) -> LeaseSnapshot:
+        with self._lock:
+            nodes = sorted(self._nodes.values(), key=lambda n: n.meta.name)
+            connected, revision = self._connected, self._revision
+        leases: dict[IPv4Network, Lease] = {}
+        malformed: dict[str, str] = {}
+        by_subnet: dict[IPv4Network, str] = {}
+        for node in nodes:
+            try:
+                lease = node_lease(node, self._names)
+            except ValueError as error:
+                malformed[f"node/{node.meta.name}"] = str(error)
+                try:
+                    subnet = ipv4_pod_cidr(node)
+                except ValueError:
+                    subnet = None
+                if subnet is not None:
+                    by_subnet[subnet] = str(error)
+                continue
+            if lease is not None:
+                leases.setdefault(lease.subnet, lease)
+        return LeaseSnapshot(leases=leases, malformed=malformed, revision=revision, in_sync=self._synced.is_set(),
+                             malformed_by_subnet=by_subnet, connected=connected)
+
+    def _run(self) -> None:
+        backoff = BACKOFF_INITIAL
+        failing = False
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._relist()
+                if failing:
+                    log.info("the Kubernetes API answers again; following Nodes from resourceVersion %s", version)
+                    failing = False
+                backoff = BACKOFF_INITIAL
+                self.watches += 1
+                for event in self._kube.watch_nodes(version, WATCH_TIMEOUT):
+                    self._apply(event.type, event.object)
+                    version = event.object.meta.resource_version or version
+            except KubeGone:
+                log.info("the Node watch history is gone (410); listing the Nodes again")
+                version = ""
+            except KubeError as error:
+                if self._stop.is_set():
+                    return
+                if not failing:
+                    log.warning("lost the Kubernetes API while following Nodes (keeping the last %d; retrying "
+                                "with backoff): %s", len(self._nodes), error)
+                failing = True
+                # Start again from a list: it proves the API answers (a quiet watch would not) and
+                # catches up on whatever changed meanwhile. Only failures cost a list, never time.
+                version = ""
+                self._set_connected(False)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _relist(self) -> str:
+        nodes, version = self._kube.list_nodes()
+        self.lists += 1
+        with self._lock:
+            self._nodes = {n.meta.name: n for n in nodes}
+            self._revision += 1
+            self._connected = True
+        self._synced.set()
+        for node in nodes:
+            self._check(node)
+        self._notify()
+        return version
+
+    def _apply(self, kind: str, node: Node) -> None:
+        with self._lock:
+            if kind == "DELETED":
+                self._nodes.pop(node.meta.name, None)
+            else:
+                self._nodes[node.meta.name] = node
+            self._revision += 1
+            self._connected = True
+        if kind != "DELETED":
+            self._check(node)
+        self._notify()
+
+    def _check(self, node: Node) -> None:
+        """One Warning per change of a Node's annotation problem."""
+        try:
+            node_lease(node, self._names)
+            problem = ""
+        except ValueError as error:
+            problem = str(error)
+        if problem and self._reported.get(node.meta.name) != problem:
+            log.warning("skipping peer %s: %s", node.meta.name, problem)
+            self._on_malformed(node, problem)
+        self._reported[node.meta.name] = problem
+
+    def _set_connected(self, connected: bool) -> None:
+        with self._lock:
+            changed = self._connected != connected
+            self._connected = connected
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("lease change callback failed")
+
+
+@dataclass
+class _NodeVerdict:
+    status: str
+    reason: str
+    message: str
+
+
+class KubeLeaseSource:
+    """The Node objects as leases (``--kube-subnet-mgr``)."""
+
+    def __init__(self, config: DaemonConfig, env: Mapping[str, str], kube: KubeClient | None = None) -> None:
+        if not config.node_name:
+            raise NodeNameMissing("--kube-subnet-mgr needs this node's name in env NODE_NAME; in the DaemonSet set it "
+                              "from the downward API: env: [{name: NODE_NAME, valueFrom: {fieldRef: "
+                              "{fieldPath: spec.nodeName}}}]")
+        self.config = config
+        self.node_name = config.node_name
+        self.namespace = config.pod_namespace or DEFAULT_NAMESPACE
+        self.names = FlannelAnnotations.for_prefix(config.kube_annotation_prefix)
+        self.kube = kube or KubeClient.connect(config.kubeconfig_file, host=config.kube_api_url)
+        self.description = f"Kubernetes Nodes (this node {self.node_name}, namespace {self.namespace})"
+        self._watcher: NodeWatcher | None = None
+        self._on_change: Callable[[], None] = lambda: None
+        self._locks: dict[str, KubeLeaseLock] = {}
+        self._own: Lease | None = None
+        self._verdicts: dict[str, _NodeVerdict] = {}
+        self._tables: dict[str, dict[str, str]] = {}
+        self._report_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KubeLeaseSource({self.description!r})"
+
+    # -- the network config ----------------------------------------------------------------
+
+    def wait_for_network_config(self, stop: threading.Event) -> NetworkConfig | None:
+        """net-conf.json is a mounted file: a missing or invalid one is an operator's error, not a wait."""
+        return self.read_network_config()
+
+    def read_network_config(self) -> NetworkConfig:
+        path = self.config.net_config_path
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except OSError as error:
+            raise ConfigError(f"failed to read net conf {path}: {error.strerror}; in the DaemonSet mount the "
+                              f"kube-flannel-cfg ConfigMap's net-conf.json there, or pass --net-config-path") from None
+        return parse_network_config(raw, source=path)
+
+    # -- this node -------------------------------------------------------------------------
+
+    def _ensure_watching(self) -> NodeWatcher:
+        if self._watcher is None:
+            self._watcher = NodeWatcher(self.kube, self.names, lambda: self._on_change(),
+                                        self._event_malformed).start()
+        return self._watcher
+
+    def _own_node(self, stop: threading.Event | None = None) -> Node:
+        watcher = self._ensure_watching()
+        waited = 0.0
+        while True:
+            if watcher.wait_in_sync(1.0):
+                node = watcher.node(self.node_name)
+                if node is not None:
+                    return node
+                if waited == 0 or waited >= PODCIDR_WAIT_LOG:
+                    log.warning("node %s is not in the Kubernetes API yet; waiting (NODE_NAME must be the "
+                                "Node's name, from the downward API spec.nodeName)", self.node_name)
+                    waited = 0.0
+            if stop is not None and stop.is_set():
+                raise LeaseLost()
+            time.sleep(1.0)
+            waited += 1.0
+
+    def stored_public_ip(self) -> ipaddress.IPv4Address | None:
+        raw = self._own_node().meta.annotations.get(self.names.node_public_ip, "")
+        if not raw:
+            return None
+        try:
+            return ipaddress.IPv4Address(raw)
+        except ValueError:
+            raise ConfigError(f"node {self.node_name}: annotation {self.names.node_public_ip}={raw!r} is not an "
+                              "IPv4 address; fix or remove it") from None
+
+    def published_attrs(self, public_ip: ipaddress.IPv4Address) -> LeaseAttrs | None:
+        try:
+            lease = node_lease(self._own_node(), self.names)
+        except ValueError:
+            return None
+        return lease.attrs if lease is not None else None
+
+    def acquire(self, network: NetworkConfig, public_ip: ipaddress.IPv4Address, attrs: LeaseAttrs) -> Lease:
+        stop = threading.Event()
+        waited = -1.0
+        while True:
+            node = self._own_node(stop)
+            try:
+                subnet = ipv4_pod_cidr(node)
+            except ValueError as error:
+                raise ConfigError(f"node {self.node_name}: {error}") from None
+            if subnet is not None:
+                break
+            if waited < 0 or waited >= PODCIDR_WAIT_LOG:
+                log.warning("node %s has no podCIDR yet: waiting for the controller-manager to assign one "
+                            "(--allocate-node-cidrs) before taking a lease; nothing is changed meanwhile",
+                            self.node_name)
+                waited = 0.0
+            time.sleep(1.0)
+            waited += 1.0
+        check_pod_cidr(subnet, network.network, self.node_name)
+        patch = lease_annotations(node, self.names, attrs)
+        if patch is not None:
+            self.kube.patch_node_status(self.node_name, {"metadata": {"annotations": patch}})
+        overwrite = node.meta.annotations.get(self.names.public_ip_overwrite)
+        if overwrite:
+            log.info("Overriding public ip with '%s' from node annotation '%s'", overwrite,
+                     self.names.public_ip_overwrite)
+        self._own = Lease(subnet=subnet, attrs=attrs)
+        return self._own
+
+    def start_watching(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self._ensure_watching()
+        on_change()
+
+    def snapshot(self) -> LeaseSnapshot:
+        return self._watcher.snapshot() if self._watcher is not None else EMPTY_SNAPSHOT
+
+    def wait_in_sync(self, timeout: float) -> bool:
+        return self._ensure_watching().wait_in_sync(timeout)
+
+    def hold(self, stop: threading.Event) -> None:
+        """Until ``stop``: the Node deleted or given another podCIDR ends the lease (exit 1, as flanneld's)."""
+        assert self._own is not None, "acquire() first"
+        watcher = self._ensure_watching()
+        while not stop.wait(1.0):
+            if not watcher.snapshot().connected:
+                continue
+            node = watcher.node(self.node_name)
+            try:
+                subnet = ipv4_pod_cidr(node) if node is not None else None
+            except ValueError:
+                subnet = None
+            if subnet != self._own.subnet:
+                why = "was deleted" if node is None else f"now has podCIDR {subnet}"
+                log.error("Lease has been revoked. Shutting down daemon.: node %s %s", self.node_name, why)
+                raise LeaseLost()
+
+    # -- cluster id and writers --------------------------------------------------------------
+
+    def cluster_id(self) -> str:
+        existing = self.existing_cluster_id()
+        if existing:
+            return existing
+        lock = KubeLeaseLock(self.kube, namespace=self.namespace, name=CLUSTER_ID_LEASE, identity="",
+                             duration=1)
+        lock.publish({CLUSTER_ID_ANNOTATION: uuid.uuid4().hex})
+        lock.try_acquire_or_renew()
+        made = self.existing_cluster_id()
+        if not made:
+            raise ConfigError(f"could not record the cluster id on Lease {self.namespace}/{CLUSTER_ID_LEASE}")
+        return made
+
+    def existing_cluster_id(self) -> str | None:
+        lease = self.kube.get_lease(self.namespace, CLUSTER_ID_LEASE)
+        return lease.annotations.get(CLUSTER_ID_ANNOTATION) if lease is not None else None
+
+    def writer_lock(self, table_id: str, ttl: int, holder: str) -> Callable[[], WriterLock]:
+        lock = KubeLeaseLock(self.kube, namespace=self.namespace, name=writer_lease_name(table_id),
+                             identity=f"{self.node_name}/{holder}", duration=ttl)
+        self._locks[table_id] = lock
+        return lambda: lock
+
+    # -- route state and Node conditions ---------------------------------------------------
+
+    def report_route_states(self, table_id: str, states: Mapping[ipaddress.IPv4Network, NodeRouteState]) -> None:
+        published = {str(subnet): state.reason if not state.ok else "" for subnet, state in states.items()
+                     if state.ok or state.reason}
+        encoded = json.dumps(published, separators=(",", ":"), sort_keys=True)
+        lock = self._locks.get(table_id)
+        if lock is not None and lock.is_held():
+            lock.publish({ROUTE_STATE_ANNOTATION: encoded})
+            lock.refresh()
+        if not self.config.set_node_network_unavailable:
+            return
+        with self._report_lock:
+            self._tables[table_id] = published
+            tables = self._all_table_states()
+            self._update_conditions(tables)
+
+    def _all_table_states(self) -> dict[str, dict[str, str]]:
+        """This writer's tables as it just saw them; the other tables as their writers published them."""
+        tables = dict(self._tables)
+        for table_id in self._locks:
+            if table_id in tables:
+                continue
+            lease = self.kube.get_lease(self.namespace, writer_lease_name(table_id))
+            raw = lease.annotations.get(ROUTE_STATE_ANNOTATION) if lease is not None else None
+            try:
+                tables[table_id] = json.loads(raw) if raw else {}
+            except ValueError:
+                tables[table_id] = {}
+        return tables
+
+    def _update_conditions(self, tables: Mapping[str, Mapping[str, str]]) -> None:
+        watcher = self._ensure_watching()
+        snapshot = watcher.snapshot()
+        by_subnet = {str(subnet): lease for subnet, lease in snapshot.leases.items()}
+        for node in watcher.nodes():
+            try:
+                subnet = ipv4_pod_cidr(node)
+            except ValueError:
+                continue
+            if subnet is None or str(subnet) not in by_subnet:
+                continue
+            key = str(subnet)
+            carried = [t for t, states in tables.items() if key in states]
+            if not carried:
+                continue  # no table carries it (a VXLAN-only peer), or none has reported it yet
+            refusals = [f"{t}: {tables[t][key]}" for t in carried if tables[t][key]]
+            if refusals:
+                verdict = _NodeVerdict("True", "NoRouteCreated", "; ".join(refusals))
+            elif len(carried) == len(tables):
+                verdict = _NodeVerdict("False", "RouteCreated", "RouteController created a route")
+            else:
+                continue
+            self._set_condition(node, verdict)
+
+    def _set_condition(self, node: Node, verdict: _NodeVerdict) -> None:
+        current = node.conditions.get(NETWORK_UNAVAILABLE)
+        if current is not None and (current.status, current.reason, current.message) == (
+                verdict.status, verdict.reason, verdict.message):
+            self._verdicts[node.meta.name] = verdict
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        condition = {"type": NETWORK_UNAVAILABLE, "status": verdict.status, "reason": verdict.reason,
+                     "message": verdict.message, "lastTransitionTime": now, "lastHeartbeatTime": now}
+        try:
+            self.kube.patch_node_status(node.meta.name, {"status": {"conditions": [condition]}})
+        except KubeError as error:
+            log.warning("cannot set %s on node %s: %s (retried at the next pass)", NETWORK_UNAVAILABLE,
+                        node.meta.name, error)
+            return
+        previous = self._verdicts.get(node.meta.name)
+        self._verdicts[node.meta.name] = verdict
+        log.info("node %s: %s=%s (%s)", node.meta.name, NETWORK_UNAVAILABLE, verdict.status, verdict.reason)
+        if verdict.status == "True" and (previous is None or previous.message != verdict.message):
+            self._event(node, "Warning", verdict.reason, verdict.message)
+
+    def _event(self, node: Node, kind: str, reason: str, message: str) -> None:
+        try:
+            self.kube.create_event(namespace=EVENT_NAMESPACE, involved=node, event_type=kind, reason=reason,
+                                   message=message, component=COMPONENT,
+                                   timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        except KubeError as error:
+            log.warning("cannot record an Event on node %s: %s", node.meta.name, error)
+
+    def _event_malformed(self, node: Node, problem: str) -> None:
+        self._event(node, "Warning", "MalformedFlannelAnnotations",
+                    f"flannel-alivpc skips this peer until its annotations are fixed: {problem}")
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        for lock in self._locks.values():
+            if lock.is_held():
+                lock.release()
+        self.kube.close()

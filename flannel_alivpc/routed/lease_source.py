@@ -1,0 +1,173 @@
+"""Where the leases live: one interface, and its etcd implementation (flannel's registry).
+
+The daemon, the route writers, the VXLAN backend and the ``routes``/``leases``
+commands see only ``LeaseSource``: the network config, this node's lease, a
+snapshot of everyone's, a writer lock per route table, the cluster's id and a
+place to say how each node's routes stand. ``EtcdLeaseSource`` keeps them
+under flannel's etcd prefix; ``routed.kube_leases.KubeLeaseSource`` in the
+Kubernetes Node objects, as flanneld's ``--kube-subnet-mgr`` does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from flannel_alivpc.clients.etcd import EtcdClient
+from flannel_alivpc.core.errors import ConfigError, EtcdError
+from flannel_alivpc.core.network import Lease, LeaseAttrs, NetworkConfig
+from flannel_alivpc.core.routes import NodeRouteState
+from flannel_alivpc.routed.config import DaemonConfig
+from flannel_alivpc.routed.leases import (
+    EMPTY_SNAPSHOT,
+    LeaseManager,
+    LeaseSnapshot,
+    LeaseWatcher,
+    ensure_cluster_id,
+    load_published_attrs,
+    read_cluster_id,
+    read_network_config,
+    read_previous_subnet,
+)
+from flannel_alivpc.routed.writer import WriterLock
+
+log = logging.getLogger(__name__)
+
+CONFIG_RETRY_INTERVAL = 5.0
+
+
+class LeaseSource(Protocol):
+    description: str
+    """For logs: "etcd http://...:2379 prefix /coreos.com/network", "Kubernetes node ip-10-0-0-1"."""
+
+    def wait_for_network_config(self, stop: threading.Event) -> NetworkConfig | None:
+        """The network config, retried (with a log line saying what is wrong) until valid; None once stopped."""
+        ...
+
+    def read_network_config(self) -> NetworkConfig:
+        """The network config, read once (``ConfigError`` when missing or invalid)."""
+        ...
+
+    def stored_public_ip(self) -> ipaddress.IPv4Address | None:
+        """A PublicIP the operator pinned on this node (kube: the node-public-ip annotation)."""
+        ...
+
+    def published_attrs(self, public_ip: ipaddress.IPv4Address) -> LeaseAttrs | None:
+        """What this node published last time (its VtepMAC is reused, so peers need no update)."""
+        ...
+
+    def acquire(self, network: NetworkConfig, public_ip: ipaddress.IPv4Address, attrs: LeaseAttrs) -> Lease:
+        """Take (or reuse) this node's lease and publish ``attrs`` on it."""
+        ...
+
+    def start_watching(self, on_change: Callable[[], None]) -> None:
+        """Follow every lease; ``on_change`` only marks work as due."""
+        ...
+
+    def snapshot(self) -> LeaseSnapshot: ...
+
+    def wait_in_sync(self, timeout: float) -> bool:
+        """Wait for the first complete view of every lease (after ``start_watching``)."""
+        ...
+
+    def hold(self, stop: threading.Event) -> None:
+        """Keep this node's lease until ``stop``; raises ``LeaseLost`` when it is taken away."""
+        ...
+
+    def cluster_id(self) -> str:
+        """The id that marks this cluster's route entries (made once, never changed)."""
+        ...
+
+    def existing_cluster_id(self) -> str | None:
+        """The cluster id if one was made, without making it (for read-only commands)."""
+        ...
+
+    def writer_lock(self, table_id: str, ttl: int, holder: str) -> Callable[[], WriterLock]:
+        """A factory of the lock that elects one writer for ``table_id``."""
+        ...
+
+    def report_route_states(self, table_id: str, states: Mapping[ipaddress.IPv4Network, NodeRouteState]) -> None:
+        """Tell the nodes how their routes stand in ``table_id`` (called by its writer after each pass)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EtcdLeaseSource:
+    """flannel's etcd registry: ``<prefix>/config``, ``<prefix>/subnets/``, lease TTLs and renewal."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.prefix = config.etcd_prefix
+        self.etcd = EtcdClient(config.etcd_endpoints, ca_file=config.etcd_cafile, cert_file=config.etcd_certfile,
+                               key_file=config.etcd_keyfile, username=config.etcd_username,
+                               password=config.etcd_password)
+        self.description = f"etcd {','.join(config.etcd_endpoints)} prefix {self.prefix}"
+        self._manager: LeaseManager | None = None
+        self._watcher: LeaseWatcher | None = None
+
+    def __repr__(self) -> str:
+        return f"EtcdLeaseSource({self.description!r})"
+
+    def wait_for_network_config(self, stop: threading.Event) -> NetworkConfig | None:
+        while not stop.is_set():
+            try:
+                return read_network_config(self.etcd, self.prefix)
+            except (ConfigError, EtcdError) as error:
+                log.error("%s (retrying in %.0fs)", error, CONFIG_RETRY_INTERVAL)
+            stop.wait(CONFIG_RETRY_INTERVAL)
+        return None
+
+    def read_network_config(self) -> NetworkConfig:
+        return read_network_config(self.etcd, self.prefix)
+
+    def stored_public_ip(self) -> ipaddress.IPv4Address | None:
+        return None
+
+    def published_attrs(self, public_ip: ipaddress.IPv4Address) -> LeaseAttrs | None:
+        return load_published_attrs(self.etcd, self.prefix, public_ip)
+
+    def acquire(self, network: NetworkConfig, public_ip: ipaddress.IPv4Address, attrs: LeaseAttrs) -> Lease:
+        self._manager = LeaseManager(self.etcd, self.prefix, network, public_ip, lambda: attrs,
+                                     read_previous_subnet(self.config.subnet_file),
+                                     self.config.renew_margin_minutes * 60.0)
+        return self._manager.acquire()
+
+    def start_watching(self, on_change: Callable[[], None]) -> None:
+        def changed() -> None:
+            on_change()
+            if self._manager is not None:
+                self._manager.wake()
+
+        self._watcher = LeaseWatcher(self.etcd, self.prefix, changed, fetch_expirations=False).start()
+
+    def snapshot(self) -> LeaseSnapshot:
+        return self._watcher.snapshot() if self._watcher is not None else EMPTY_SNAPSHOT
+
+    def wait_in_sync(self, timeout: float) -> bool:
+        return self._watcher is not None and self._watcher.wait_in_sync(timeout)
+
+    def hold(self, stop: threading.Event) -> None:
+        assert self._manager is not None, "acquire() first"
+        self._manager.run_renewal(stop, self._watcher)
+
+    def cluster_id(self) -> str:
+        return ensure_cluster_id(self.etcd, self.prefix)
+
+    def existing_cluster_id(self) -> str | None:
+        return read_cluster_id(self.etcd, self.prefix)
+
+    def writer_lock(self, table_id: str, ttl: int, holder: str) -> Callable[[], WriterLock]:
+        name = f"{self.prefix.rstrip('/')}/alivpc/writers/{table_id}"
+        return lambda: self.etcd.lock(name, ttl, holder=holder)
+
+    def report_route_states(self, table_id: str, states: Mapping[ipaddress.IPv4Network, NodeRouteState]) -> None:
+        """etcd mode has no node objects to report to: /healthz, /metrics and logs carry the state."""
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.etcd.close()

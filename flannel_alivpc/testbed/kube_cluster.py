@@ -1,0 +1,151 @@
+"""A kube-mode cluster on one machine: the cloud emulator, the kube-apiserver stand-in and
+route daemons run with ``--kube-subnet-mgr``, each the real daemon in its own process.
+
+The test plays the controller-manager: it creates each Node with a podCIDR
+(or without, to assign it late) and deletes Nodes. Every daemon talks to the
+API server with one service-account token whose rights are exactly the RBAC
+rules the manifests grant, so a request outside them is refused with 403.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from flannel_alivpc.core.kube_subnets import DEFAULT_ANNOTATION_PREFIX
+from flannel_alivpc.emulator.server import Topology
+from flannel_alivpc.routed.kube_leases import (
+    EVENT_NAMESPACE,
+    RBAC_CLUSTER_RULES,
+    RBAC_EVENT_RULES,
+    RBAC_NAMESPACE_RULES,
+)
+from flannel_alivpc.testbed.cluster import DEFAULT_NETWORK_CONFIG, LocalCluster, Node
+from flannel_alivpc.testbed.kube_apiserver import KubeApiServer, PolicyRule
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:flannel-alivpc"
+
+
+def daemon_permissions(namespace: str = NAMESPACE) -> list[PolicyRule]:
+    """The DaemonSet's RBAC, as the stand-in enforces it."""
+    return ([PolicyRule.from_manifest(dict(r)) for r in RBAC_CLUSTER_RULES]
+            + [PolicyRule.from_manifest(dict(r), namespace) for r in RBAC_NAMESPACE_RULES]
+            + [PolicyRule.from_manifest(dict(r), EVENT_NAMESPACE) for r in RBAC_EVENT_RULES])
+
+
+class KubeCluster(LocalCluster):
+    def __init__(self, workdir: Path, **kwargs: Any) -> None:
+        super().__init__(workdir, **kwargs)
+        self.token = secrets.token_urlsafe(16)
+        self.kube = KubeApiServer(tokens={self.token: SERVICE_ACCOUNT},
+                                  permissions={SERVICE_ACCOUNT: daemon_permissions()})
+        self.kubeconfig = workdir / "kubeconfig"
+        self.net_conf = workdir / "net-conf.json"
+        self._next_cidr = 1
+
+    def start(self, *, instances: int, network_config: str | None = DEFAULT_NETWORK_CONFIG,
+              assign_pod_cidrs: bool = True) -> Topology:
+        self.emulator.start()
+        self.topology = self.emulator.bootstrap(instances=instances)
+        self.kube.start()
+        self.kube.write_kubeconfig(self.kubeconfig, token=self.token, namespace=NAMESPACE)
+        self.network_config = network_config
+        if network_config is not None:
+            self.net_conf.write_text(network_config)
+        for instance_id in self.topology.instance_ids:
+            self.add_kube_node(self.add_node(instance_id), pod_cidr=self.next_pod_cidr() if assign_pod_cidrs
+                               else None)
+        return self.topology
+
+    def close(self) -> None:
+        super().close()
+        self.kube.stop()
+
+    def next_pod_cidr(self) -> str:
+        network = ipaddress.ip_network(json.loads(self.network_config or DEFAULT_NETWORK_CONFIG)["Network"])
+        cidr = list(network.subnets(new_prefix=24))[self._next_cidr]
+        self._next_cidr += 1
+        return str(cidr)
+
+    # -- the controller-manager's part -------------------------------------------------------------
+
+    def add_kube_node(self, node: Node, *, pod_cidr: str | None, annotations: dict[str, str] | None = None) -> None:
+        spec: dict[str, Any] = {"providerID": f"cn-hangzhou.{node.instance_id}"}
+        if pod_cidr:
+            spec.update(podCIDR=pod_cidr, podCIDRs=[pod_cidr])
+        self.kube.create(self.kube.resource("v1", "nodes"), "", {
+            "metadata": {"name": node.hostname, "annotations": dict(annotations or {})},
+            "spec": spec,
+            "status": {"addresses": [{"type": "InternalIP", "address": node.private_ip}]},
+        })
+
+    def assign_pod_cidr(self, node: Node, pod_cidr: str) -> None:
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["spec"].update(podCIDR=pod_cidr, podCIDRs=[pod_cidr])
+            return obj
+
+        self.kube.write(self.kube.resource("v1", "nodes"), "", node.hostname, subresource="", change=change)
+
+    def delete_kube_node(self, node: Node) -> None:
+        self.kube.delete(self.kube.resource("v1", "nodes"), "", node.hostname, {})
+
+    def node_object(self, node: Node) -> dict[str, Any] | None:
+        return self.kube.get_object("v1", "nodes", "", node.hostname)
+
+    def network_unavailable(self, node: Node) -> dict[str, Any] | None:
+        obj = self.node_object(node) or {}
+        for condition in (obj.get("status") or {}).get("conditions") or ():
+            if condition.get("type") == "NetworkUnavailable":
+                return dict(condition)
+        return None
+
+    def node_events(self, node: Node) -> list[dict[str, Any]]:
+        return [e for e in self.kube.objects("v1", "events")
+                if (e.get("involvedObject") or {}).get("kind") == "Node"
+                and e["involvedObject"].get("name") == node.hostname]
+
+    # -- daemons ----------------------------------------------------------------------------------
+
+    def node_env(self) -> dict[str, str]:
+        return {**super().node_env(), "POD_NAMESPACE": NAMESPACE}
+
+    def daemon_args(self, node: Node) -> list[str]:
+        return [
+            sys.executable, "-m", "flannel_alivpc",
+            "--kube-subnet-mgr", "--kubeconfig-file", str(self.kubeconfig),
+            "--net-config-path", str(self.net_conf),
+            "--iface", "lo", "--public-ip", node.private_ip,
+            "--metadata-url", f"{self.emulator.endpoint}/meta/{node.instance_id}",
+            "--api-endpoint", self.emulator.endpoint,
+            "--subnet-file", str(node.subnet_file),
+            "--writer-lock-ttl", str(self.writer_lock_ttl),
+            "--resync-interval", str(self.resync_interval),
+            "--healthz-ip", "127.0.0.1", "--healthz-port", str(node.healthz_port),
+            *node.extra_args,
+        ]
+
+    def start_node(self, node: Node) -> None:
+        node.env.setdefault("NODE_NAME", node.hostname)
+        super().start_node(node)
+
+    # -- observation ------------------------------------------------------------------------------
+
+    def expected_routes(self) -> dict[str, str]:
+        """destination -> instance id for every Node whose annotations publish an ali-vpc lease."""
+        expected = {}
+        for obj in self.kube.objects("v1", "nodes"):
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(f"{DEFAULT_ANNOTATION_PREFIX}/kube-subnet-manager") != "true":
+                continue
+            try:
+                data = json.loads(annotations.get(f"{DEFAULT_ANNOTATION_PREFIX}/backend-data") or "null") or {}
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("InstanceId") and obj["spec"].get("podCIDR"):
+                expected[obj["spec"]["podCIDR"]] = str(data["InstanceId"])
+        return expected
