@@ -111,7 +111,8 @@ class CloudV2:
         response = _method_for(client, action)(self.request(product, action, **params))
         assert response.status_code == 200
         answer = Answer(response.body, client.last_body)
-        assert model_problems(action, answer) == []
+        problems = model_problems(product, action, answer)
+        assert not problems, "the answer does not fit the SDK's model:\n" + "\n".join(problems)
         return answer
 
     def fail(self, product: str, action: str, **params: Any) -> AlibabaCloudException:
@@ -135,23 +136,29 @@ class CloudV2:
 # lacks the field, or types it differently: the SDK drops (or keeps untyped) the same
 # field against the cloud. Paths use JSON keys, with "[]" for any list index.
 # docs/emulator.md lists them; any other difference fails the tests.
-DOCUMENTED_DIVERGENCES: dict[str, set[str]] = {
-    "DescribeVpcs": {"Vpcs.Vpc[].NetworkAclNum"},
-    "DescribeRouteTableList": {"Code", "Message", "Success"},
-    "DescribeLoadBalancerAttribute": {"HasReservedInfo"},
-    "UploadServerCertificate": {"RegionIdAlias"},
-    "DescribeServerCertificates": {"ServerCertificates.ServerCertificate[].RegionIdAlias"},
-    "DescribeLoadBalancerTCPListenerAttribute": {"HealthCheckSwitch"},
-    "DescribeLoadBalancerUDPListenerAttribute": {"HealthCheckSwitch", "PersistenceTimeout", "ConnectionDrain",
-                                                 "ConnectionDrainTimeout"},
-    "DescribeLoadBalancerListeners": {
+DOCUMENTED_DIVERGENCES: dict[tuple[str, str], set[str]] = {
+    ("vpc", "DescribeVpcs"): {"Vpcs.Vpc[].NetworkAclNum"},
+    ("vpc", "DescribeRouteTableList"): {"Code", "Message", "Success"},
+    ("slb", "DescribeLoadBalancerAttribute"): {"HasReservedInfo"},
+    ("slb", "UploadServerCertificate"): {"RegionIdAlias"},
+    ("slb", "DescribeServerCertificates"): {"ServerCertificates.ServerCertificate[].RegionIdAlias"},
+    ("slb", "DescribeLoadBalancerTCPListenerAttribute"): {"HealthCheckSwitch"},
+    ("slb", "DescribeLoadBalancerUDPListenerAttribute"): {
+        "HealthCheckSwitch", "PersistenceTimeout", "ConnectionDrain", "ConnectionDrainTimeout"},
+    ("slb", "DescribeLoadBalancerListeners"): {
         "Listeners[].TCPListenerConfig.SynProxy", "Listeners[].TCPListenerConfig.HealthCheckSwitch",
         "Listeners[].UDPListenerConfig.PersistenceTimeout", "Listeners[].UDPListenerConfig.HealthCheckSwitch"},
-    "AddBackendServers": {"BackendServers.BackendServer[].ServerIp", "BackendServers.BackendServer[].Weight"},
-    "SetBackendServers": {"BackendServers.BackendServer[].ServerIp", "BackendServers.BackendServer[].Weight"},
-    "RemoveBackendServers": {"BackendServers.BackendServer[].ServerIp", "BackendServers.BackendServer[].Weight"},
-    "DescribeHealthStatus": {"BackendServers.BackendServer[].Type", "BackendServers.BackendServer[].EniHost"},
+    # The echoed list: the model has no ServerIp, and Weight as a string.
+    **{("slb", f"{verb}BackendServers"): {
+        "BackendServers.BackendServer[].ServerIp", "BackendServers.BackendServer[].Weight",
+    } for verb in ("Add", "Set", "Remove")},
+    ("slb", "DescribeHealthStatus"): {"BackendServers.BackendServer[].Type", "BackendServers.BackendServer[].EniHost"},
 }
+# The route actions flannel's original backend called under ECS 2014-05-26 are answered
+# with the VPC action's JSON; the ECS model carries a subset of it. Keys beyond the
+# model are expected there, but what the model does carry must still have its type.
+VPC_SHAPED_ECS_ACTIONS = {"CreateRouteEntry", "DeleteRouteEntry", "DescribeRouteTables", "DescribeVRouters",
+                          "DescribeVpcs", "DescribeVSwitches"}
 
 _SCALARS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "bool": (bool,), "float": (float, int)}
 
@@ -220,13 +227,15 @@ def _walk(raw: Any, kind: str, models: Any, path: str, problems: list[tuple[str,
             _walk(value, keys[key][1], models, where, problems)
 
 
-def model_problems(action: str, answer: Answer) -> list[str]:
+def model_problems(product: str, action: str, answer: Answer) -> list[str]:
     """Every way the JSON the emulator sent differs from the action's V2 model, less the documented ones."""
     problems: list[tuple[str, str]] = []
     models = importlib.import_module(type(answer.model).__module__.split(".")[0] + ".models")
     _walk(answer.raw, type(answer.model).__name__, models, "", problems)
-    allowed = DOCUMENTED_DIVERGENCES.get(action, set())
-    return [f"{action} {path}: {problem}" for path, problem in problems if path not in allowed]
+    allowed = DOCUMENTED_DIVERGENCES.get((product, action), set())
+    superset = product == "ecs" and action in VPC_SHAPED_ECS_ACTIONS
+    return [f"{action} {path}: {problem}" for path, problem in problems
+            if path not in allowed and not (superset and problem.startswith("not in the SDK's model"))]
 
 
 def unset_fields(model: Any, path: str = "") -> list[str]:
