@@ -139,7 +139,7 @@ class CloudV2:
 DOCUMENTED_DIVERGENCES: dict[tuple[str, str], set[str]] = {
     ("vpc", "DescribeVpcs"): {"Vpcs.Vpc[].NetworkAclNum"},
     ("vpc", "DescribeRouteTableList"): {"Code", "Message", "Success"},
-    ("slb", "DescribeLoadBalancerAttribute"): {"HasReservedInfo"},
+    ("slb", "DescribeLoadBalancerAttribute"): {"HasReservedInfo", "BackendServers.BackendServer[].VpcId"},
     ("slb", "UploadServerCertificate"): {"RegionIdAlias"},
     ("slb", "DescribeServerCertificates"): {"ServerCertificates.ServerCertificate[].RegionIdAlias"},
     ("slb", "DescribeLoadBalancerTCPListenerAttribute"): {"HealthCheckSwitch"},
