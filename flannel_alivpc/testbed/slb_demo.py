@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from flannel_alivpc.clients.aliyun_sdk import AliyunApi
 from flannel_alivpc.clients.credentials import StaticCredentials
 from flannel_alivpc.clients.slb import SlbClient
+from flannel_alivpc.core.loadbalancer import LoadBalancerState
 from flannel_alivpc.core.retry import RetryPolicy
 from flannel_alivpc.emulator.server import Emulator
 from flannel_alivpc.slb.annotations import LEGACY_PREFIX
@@ -63,23 +64,15 @@ class _Watch:
     def service(self) -> dict[str, Any] | None:
         return self.kube.get_object("v1", "services", NAMESPACE, SERVICE)
 
-    def load_balancer_lines(self, uid: str) -> list[str]:
-        found = self.slb.find(tags={TAG_NAME: load_balancer_name(uid)})
-        if not found:
-            return ["no SLB"]
-        lb_id = found[0].load_balancer_id
-        described = self.slb.describe(lb_id)
+    def load_balancer(self, uid: str) -> LoadBalancerState | None:
+        """The Service's SLB as the API describes it (found by its ownership tag), or ``None``."""
+        found = self.slb.find(tags={TAG_NAME: load_balancer_name(uid)}) if uid else []
+        described = self.slb.describe(found[0].load_balancer_id) if found else None
         if described is None:
-            return ["no SLB"]
+            return None
         info, backends = described
-        lines = [f"SLB {lb_id}  {info.address}  {info.address_type}, {info.internet_charge_type}, "
-                 f"{info.bandwidth} Mbps"]
-        for listener in sorted(self.slb.listeners(lb_id), key=lambda item: item.port):
-            lines.append(f"  listener {listener.protocol}:{listener.port} -> node port {listener.backend_port}  "
-                         f"{listener.status}")
-        servers = ", ".join(f"{b.server_id} (weight {b.weight})" for b in sorted(backends, key=lambda b: b.server_id))
-        lines.append(f"  backends {servers or 'none'}")
-        return lines
+        listeners = sorted(self.slb.listeners(info.load_balancer_id), key=lambda item: item.port)
+        return LoadBalancerState(info, tuple(listeners), tuple(sorted(backends, key=lambda b: b.server_id)))
 
     def _print_new_events(self) -> None:
         for event in sorted(self.kube.objects("v1", "events"), key=lambda e: e["metadata"]["name"]):
@@ -88,14 +81,16 @@ class _Watch:
                 self._events.add(name)
                 self.out.write(f"  event {event['type']} {event['reason']}: {event['message']}\n")
 
-    def until(self, done: Callable[[dict[str, Any] | None, list[str]], bool], timeout: float) -> bool:
-        """Poll until ``done(service, slb lines)``; print what changed on the way."""
+    def until(self, done: Callable[[dict[str, Any] | None, LoadBalancerState | None], bool],
+              timeout: float) -> bool:
+        """Poll until ``done(service, its SLB)``; print what changed on the way."""
         deadline = time.monotonic() + timeout
         uid = ""
         while True:
             service = self.service()
             uid = service["metadata"]["uid"] if service is not None else uid
-            lines = self.load_balancer_lines(uid) if uid else ["no SLB"]
+            load_balancer = self.load_balancer(uid)
+            lines = _describe(load_balancer)
             if lines != self._shown:
                 stamp = f"[{time.monotonic() - self._started:5.1f}s] "
                 self.out.write("".join(f"{stamp if n == 0 else ' ' * len(stamp)}{line}\n"
@@ -103,7 +98,7 @@ class _Watch:
                 self._shown = lines
             self._print_new_events()
             self.out.flush()
-            if done(service, lines):
+            if done(service, load_balancer):
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -115,13 +110,27 @@ def _ingress(service: dict[str, Any] | None) -> list[str]:
     return [str(item.get("ip")) for item in ingress]
 
 
-def _converged(port: int, protocol: str, backends: int) -> Callable[[dict[str, Any] | None, list[str]], bool]:
-    def done(service: dict[str, Any] | None, lines: list[str]) -> bool:
-        listeners = [line for line in lines if line.startswith("  listener ")]
-        address = lines[0].split()[2] if lines[0].startswith("SLB ") else ""
-        return (len(listeners) == 1 and listeners[0].startswith(f"  listener {protocol}:{port} ")
-                and listeners[0].endswith("running") and lines[-1].count("(weight") == backends
-                and _ingress(service) == [address])
+def _describe(load_balancer: LoadBalancerState | None) -> list[str]:
+    if load_balancer is None:
+        return ["no SLB"]
+    info = load_balancer.info
+    lines = [f"SLB {info.load_balancer_id}  {info.address}  {info.address_type}, {info.internet_charge_type}, "
+             f"{info.bandwidth} Mbps"]
+    lines += [f"  listener {item.protocol}:{item.port} -> node port {item.backend_port}  {item.status}"
+              for item in load_balancer.listeners]
+    servers = ", ".join(f"{b.server_id} (weight {b.weight})" for b in load_balancer.backends)
+    return [*lines, f"  backends {servers or 'none'}"]
+
+
+def _converged(port: int, protocol: str,
+               backends: int) -> Callable[[dict[str, Any] | None, LoadBalancerState | None], bool]:
+    """One running listener on ``protocol:port``, every node a backend, the address in the Service's status."""
+    def done(service: dict[str, Any] | None, load_balancer: LoadBalancerState | None) -> bool:
+        if load_balancer is None:
+            return False
+        listeners = [(item.protocol, item.port, item.status) for item in load_balancer.listeners]
+        return (listeners == [(protocol, port, "running")] and len(load_balancer.backends) == backends
+                and _ingress(service) == [load_balancer.info.address])
 
     return done
 
@@ -241,7 +250,7 @@ def run_slb_demo(*, nodes: int = 3, keep: bool = False, timeout: float = 60.0, p
 
             out.write("\n$ kubectl delete svc nginx\n")
             kube.delete(services, NAMESPACE, SERVICE, {})
-            if not watch.until(lambda service, lines: service is None and lines == ["no SLB"], timeout):
+            if not watch.until(lambda service, load_balancer: service is None and load_balancer is None, timeout):
                 out.write(f"the SLB was not deleted within {timeout:.0f}s; log: {log_path}\n")
                 return 1
         out.write("demo finished: the SLB followed the Service from creation to deletion\n")
