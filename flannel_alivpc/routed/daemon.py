@@ -82,6 +82,7 @@ from flannel_alivpc.routed.lease_source import EtcdLeaseSource, LeaseSource
 from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseLost, LeaseSnapshot, write_subnet_env
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 from flannel_alivpc.routed.masq import IptablesRules, flannel_chains
+from flannel_alivpc.routed.startup import wait_until_ready
 from flannel_alivpc.routed.vpc_routes import TableWriter
 from flannel_alivpc.routed.vxlan import VxlanBackend, choose_vtep_mac
 from flannel_alivpc.routed.writer import TableLeadership
@@ -196,14 +197,23 @@ class RouteDaemon:
             else:
                 cloud = connect_cloud(config, self.env, network)
                 self.cloud = cloud
-                identity = cloud.metadata.identity()
+                found = wait_until_ready(cloud.metadata.identity, what="the instance identity (metadata service)",
+                                         stop=self.stop_event)
+                if found is None:
+                    return 0
+                identity = found
                 if identity.network_type == "classic":
                     self.mode = MODE_CLASSIC
                     log.info("instance %s is on the classic network: there is no VPC route table; every peer is "
                              "reached over VXLAN (%s)", identity.instance_id, settings.device)
                 elif identity.network_type == "vpc":
                     self.mode = MODE_VPC
-                    tables = discover_route_tables(cloud, identity, config.route_table_ids)
+                    listed = wait_until_ready(
+                        lambda: discover_route_tables(cloud, identity, config.route_table_ids),
+                        what=f"the route tables of {identity.vpc_id} (VPC API)", stop=self.stop_event)
+                    if listed is None:
+                        return 0
+                    tables = listed
                 else:
                     raise ConfigError(f"instance {identity.instance_id} reports network type "
                                       f"{identity.network_type!r}; expected vpc or classic")

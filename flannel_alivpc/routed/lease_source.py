@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from flannel_alivpc.clients.etcd import EtcdClient
-from flannel_alivpc.core.errors import ConfigError, EtcdError
+from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.network import Lease, LeaseAttrs, NetworkConfig
 from flannel_alivpc.core.routes import NodeRouteState
 from flannel_alivpc.routed.config import DaemonConfig
@@ -32,11 +32,10 @@ from flannel_alivpc.routed.leases import (
     read_network_config,
     read_previous_subnet,
 )
+from flannel_alivpc.routed.startup import network_failure, wait_until_ready
 from flannel_alivpc.routed.writer import WriterLock
 
 log = logging.getLogger(__name__)
-
-CONFIG_RETRY_INTERVAL = 5.0
 
 
 class LeaseSource(Protocol):
@@ -113,13 +112,9 @@ class EtcdLeaseSource:
         return f"EtcdLeaseSource({self.description!r})"
 
     def wait_for_network_config(self, stop: threading.Event) -> NetworkConfig | None:
-        while not stop.is_set():
-            try:
-                return read_network_config(self.etcd, self.prefix)
-            except (ConfigError, EtcdError) as error:
-                log.error("%s (retrying in %.0fs)", error, CONFIG_RETRY_INTERVAL)
-            stop.wait(CONFIG_RETRY_INTERVAL)
-        return None
+        # A missing or invalid config is waited for too: the operator may be about to put it.
+        return wait_until_ready(lambda: read_network_config(self.etcd, self.prefix), what="the network config",
+                                stop=stop, transient=lambda e: isinstance(e, ConfigError) or network_failure(e))
 
     def read_network_config(self) -> NetworkConfig:
         return read_network_config(self.etcd, self.prefix)
