@@ -119,6 +119,8 @@ class KubeLeaseLock:
             if remaining <= 0:
                 return False
             time.sleep(min(self._poll_interval, remaining))
+            if self._clock() >= deadline:
+                return False  # the caller asks again: one read per poll interval, not two
 
     def refresh(self) -> None:
         self.try_acquire_or_renew()

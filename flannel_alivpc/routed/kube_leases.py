@@ -106,6 +106,7 @@ class NodeWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-watcher", daemon=True)
         self._reported: dict[str, str] = {}
+        self._snapshot: LeaseSnapshot | None = None
         self.lists = 0
         self.watches = 0
 
@@ -130,7 +131,12 @@ class NodeWatcher:
             return list(self._nodes.values())
 
     def snapshot(self) -> LeaseSnapshot:
+        """The leases the Nodes publish; parsed once per change, not once per reader."""
         with self._lock:
+            cached = self._snapshot
+            if cached is not None and cached.revision == self._revision and cached.connected == self._connected \
+                    and cached.in_sync == self._synced.is_set():
+                return cached
             nodes = sorted(self._nodes.values(), key=lambda n: n.meta.name)
             connected, revision = self._connected, self._revision
         leases: dict[IPv4Network, Lease] = {}
@@ -150,8 +156,11 @@ class NodeWatcher:
                 continue
             if lease is not None:
                 leases.setdefault(lease.subnet, lease)
-        return LeaseSnapshot(leases=leases, malformed=malformed, revision=revision, in_sync=self._synced.is_set(),
-                             malformed_by_subnet=by_subnet, connected=connected)
+        snapshot = LeaseSnapshot(leases=leases, malformed=malformed, revision=revision,
+                                 in_sync=self._synced.is_set(), malformed_by_subnet=by_subnet, connected=connected)
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
 
     def _run(self) -> None:
         backoff = BACKOFF_INITIAL
@@ -404,8 +413,10 @@ class KubeLeaseSource:
         return lease.annotations.get(CLUSTER_ID_ANNOTATION) if lease is not None else None
 
     def writer_lock(self, table_id: str, ttl: int, holder: str) -> Callable[[], WriterLock]:
+        # A waiting node reads the Lease once per ttl/3, as etcd-mode waiters read their lock key: it
+        # cannot take over sooner anyway (the holder must have been silent for a whole ttl).
         lock = KubeLeaseLock(self.kube, namespace=self.namespace, name=writer_lease_name(table_id),
-                             identity=f"{self.node_name}/{holder}", duration=ttl)
+                             identity=f"{self.node_name}/{holder}", duration=ttl, poll_interval=ttl / 3)
         self._locks[table_id] = lock
         return lambda: lock
 
