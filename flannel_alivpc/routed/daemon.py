@@ -317,7 +317,18 @@ class RouteDaemon:
     def _serve(self, source: LeaseSource, cloud: Cloud | None, identity: InstanceIdentity | None,
                network: NetworkConfig, table_ids: list[str], backend: VxlanBackend,
                node_rules: Mapping[str, Callable[[], float | None]]) -> int:
-        self.vxlan_loop = ReconcileLoop(f"vxlan {backend.settings.device}", backend.reconcile,
+        vxlan_only = not table_ids
+        programmed = threading.Event()
+
+        def vxlan_pass() -> float | None:
+            result = backend.reconcile()
+            # A node no route table carries is reachable once its device and peers are programmed.
+            if vxlan_only and not programmed.is_set():
+                programmed.set()
+                source.report_vxlan_programmed(backend.settings.device, backend.report.peers)
+            return result
+
+        self.vxlan_loop = ReconcileLoop(f"vxlan {backend.settings.device}", vxlan_pass,
                                         resync_interval=self.config.resync_interval, coalesce=VXLAN_COALESCE,
                                         coalesce_max=0.1)
 

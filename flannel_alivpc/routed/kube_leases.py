@@ -496,6 +496,14 @@ class KubeLeaseSource:
         if verdict.status == "True" and (previous is None or previous.message != verdict.message):
             self._event(node, "Warning", verdict.reason, verdict.message)
 
+    def report_vxlan_programmed(self, device: str, peers: int) -> None:
+        if not self.config.set_node_network_unavailable:
+            return
+        node = self._ensure_watching().node(self.node_name)
+        if node is not None:
+            self._set_condition(node, _NodeVerdict("False", "RouteCreated",
+                                                   f"{device} and its {peers} VXLAN peers are programmed"))
+
     def _event(self, node: Node, kind: str, reason: str, message: str) -> None:
         try:
             self.kube.create_event(namespace=EVENT_NAMESPACE, involved=node, event_type=kind, reason=reason,

@@ -2,10 +2,14 @@
 
 The daemon, the route writers, the VXLAN backend and the ``routes``/``leases``
 commands see only ``LeaseSource``: the network config, this node's lease, a
-snapshot of everyone's, a writer lock per route table, the cluster's id and a
-place to say how each node's routes stand. ``EtcdLeaseSource`` keeps them
-under flannel's etcd prefix; ``routed.kube_leases.KubeLeaseSource`` in the
-Kubernetes Node objects, as flanneld's ``--kube-subnet-mgr`` does.
+snapshot of everyone's, a writer lock per route table, the cluster's id, a
+place to say how each node's routes stand, and each table's overflow (the
+nodes its writer cannot give an entry, which every daemon reaches over VXLAN:
+published by the writer, followed by every daemon, so no daemon but the writer
+reads the route table). ``EtcdLeaseSource`` keeps them under flannel's etcd
+prefix (the overflow at ``<prefix>/alivpc/overflow/<table-id>``);
+``routed.kube_leases.KubeLeaseSource`` in the Kubernetes Node objects, as
+flanneld's ``--kube-subnet-mgr`` does.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
-from flannel_alivpc.clients.etcd import EtcdClient
-from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.clients.etcd import EtcdClient, EtcdWatch, KeyValue
+from flannel_alivpc.core.errors import ConfigError, WatchCompacted
 from flannel_alivpc.core.network import Lease, LeaseAttrs, NetworkConfig
-from flannel_alivpc.core.routes import NodeRouteState
+from flannel_alivpc.core.routes import NodeRouteState, TableOverflow
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.leases import (
     EMPTY_SNAPSHOT,
@@ -92,7 +97,119 @@ class LeaseSource(Protocol):
         """Tell the nodes how their routes stand in ``table_id`` (called by its writer after each pass)."""
         ...
 
+    def publish_route_overflow(self, table_id: str, overflow: TableOverflow) -> None:
+        """Publish the leases ``table_id`` cannot hold, for every daemon (called by its writer on change)."""
+        ...
+
+    def read_route_overflow(self, table_id: str) -> TableOverflow | None:
+        """What was last published for ``table_id``, read now (a writer starting a pass, ``routes``)."""
+        ...
+
+    def route_overflow(self) -> Mapping[str, TableOverflow]:
+        """Every table's published overflow as last seen (after ``start_watching``; changes call ``on_change``)."""
+        ...
+
+    def report_vxlan_programmed(self, device: str, peers: int) -> None:
+        """This node needs no route entry and its VXLAN device and peers are in the kernel."""
+        ...
+
     def close(self) -> None: ...
+
+
+OVERFLOW_BACKOFF_MAX = 10.0
+
+
+def overflow_prefix(prefix: str) -> str:
+    return f"{prefix.rstrip('/')}/alivpc/overflow/"
+
+
+class OverflowWatcher:
+    """Follows ``<prefix>/alivpc/overflow/`` (list, then watch): every table writer's published overflow.
+
+    A value that does not parse is skipped with one warning and the table's
+    last good value is kept: bad input never takes a node's VXLAN path away.
+    """
+
+    def __init__(self, etcd: EtcdClient, prefix: str, on_change: Callable[[], None]) -> None:
+        self._etcd = etcd
+        self._prefix = overflow_prefix(prefix)
+        self._on_change = on_change
+        self._tables: Mapping[str, TableOverflow] = MappingProxyType({})
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch: EtcdWatch | None = None
+        self._thread = threading.Thread(target=self._run, name="overflow-watcher", daemon=True)
+
+    def start(self) -> OverflowWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            watch = self._watch
+        if watch is not None:
+            watch.cancel()
+        self._thread.join(timeout=5)
+
+    def tables(self) -> Mapping[str, TableOverflow]:
+        """A new mapping object after every change (callers may cache on its identity)."""
+        return self._tables
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                kvs, revision = self._etcd.get_prefix(self._prefix)
+                tables = {table_id: known for table_id, known in self._tables.items()
+                          if any(kv.key == self._prefix + table_id for kv in kvs)}
+                for kv in kvs:
+                    self._parse_into(tables, kv)
+                self._set(tables)
+                watch = self._etcd.watch_prefix(self._prefix, revision + 1)
+                with self._lock:
+                    self._watch = watch
+                if self._stop.is_set():
+                    watch.cancel()
+                    return
+                backoff = 0.5
+                for batch in watch:
+                    tables = dict(self._tables)
+                    for event in batch:
+                        if event.kind == "delete":
+                            tables.pop(event.kv.key[len(self._prefix):], None)
+                        else:
+                            self._parse_into(tables, event.kv)
+                    self._set(tables)
+            except WatchCompacted:
+                continue
+            except Exception as error:
+                if self._stop.is_set():
+                    return
+                log.warning("following the route tables' overflow in etcd failed (keeping the last view; "
+                            "retrying): %s", error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, OVERFLOW_BACKOFF_MAX)
+            finally:
+                with self._lock:
+                    self._watch = None
+
+    def _parse_into(self, tables: dict[str, TableOverflow], kv: KeyValue) -> None:
+        table_id = kv.key[len(self._prefix):]
+        try:
+            tables[table_id] = TableOverflow.from_json(kv.value)
+        except ValueError as error:
+            log.warning("ignoring the published overflow of route table %s (%s): %s; keeping the last good "
+                        "one until its writer publishes again", table_id, kv.key, error)
+
+    def _set(self, tables: dict[str, TableOverflow]) -> None:
+        changed = tables != dict(self._tables)
+        self._tables = MappingProxyType(tables)
+        if changed:
+            try:
+                self._on_change()
+            except Exception:
+                log.exception("overflow change callback failed")
 
 
 class EtcdLeaseSource:
@@ -107,6 +224,7 @@ class EtcdLeaseSource:
         self.description = f"etcd {','.join(config.etcd_endpoints)} prefix {self.prefix}"
         self._manager: LeaseManager | None = None
         self._watcher: LeaseWatcher | None = None
+        self._overflow: OverflowWatcher | None = None
 
     def __repr__(self) -> str:
         return f"EtcdLeaseSource({self.description!r})"
@@ -138,6 +256,7 @@ class EtcdLeaseSource:
                 self._manager.wake()
 
         self._watcher = LeaseWatcher(self.etcd, self.prefix, changed, fetch_expirations=False).start()
+        self._overflow = OverflowWatcher(self.etcd, self.prefix, on_change).start()
 
     def snapshot(self) -> LeaseSnapshot:
         return self._watcher.snapshot() if self._watcher is not None else EMPTY_SNAPSHOT
@@ -162,7 +281,29 @@ class EtcdLeaseSource:
     def report_route_states(self, table_id: str, states: Mapping[ipaddress.IPv4Network, NodeRouteState]) -> None:
         """etcd mode has no node objects to report to: /healthz, /metrics and logs carry the state."""
 
+    def report_vxlan_programmed(self, device: str, peers: int) -> None:
+        """As ``report_route_states``: nothing to report to in etcd mode."""
+
+    def publish_route_overflow(self, table_id: str, overflow: TableOverflow) -> None:
+        self.etcd.put(overflow_prefix(self.prefix) + table_id, overflow.to_json())
+
+    def read_route_overflow(self, table_id: str) -> TableOverflow | None:
+        kv = self.etcd.get(overflow_prefix(self.prefix) + table_id)
+        if kv is None:
+            return None
+        try:
+            return TableOverflow.from_json(kv.value)
+        except ValueError as error:
+            log.warning("%s: the published overflow (%s) is unusable (%s); starting without it", table_id, kv.key,
+                        error)
+            return None
+
+    def route_overflow(self) -> Mapping[str, TableOverflow]:
+        return self._overflow.tables() if self._overflow is not None else MappingProxyType({})
+
     def close(self) -> None:
+        if self._overflow is not None:
+            self._overflow.stop()
         if self._watcher is not None:
             self._watcher.stop()
         self.etcd.close()
