@@ -30,13 +30,24 @@ What changes
     any format is deleted, but only once the lease snapshot is complete and no
     malformed or unresolved lease holds the subnet (unknown state is never a
     reason to delete).
+
+When the table is full (overflow)
+    A table holds a limited number of custom entries (its quota). When the
+    leases do not all fit, ``split_routes`` decides who keeps an entry:
+    every lease that already holds one keeps it (so nothing flaps as nodes
+    join), then the free slots go to the waiting leases in queue order: leases
+    with no other path first (no VtepMAC: flannel's old backend), then the
+    published overflow queue as it stood (longest waiting first), then
+    newcomers by address. The rest are *overflow*: the table writer publishes
+    them (``TableOverflow``) and every node reaches them over VXLAN.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -161,12 +172,18 @@ class RouteState(str, Enum):
     """An entry inside the Network that is not ours and no lease maps to; left alone."""
     UNRESOLVED = "unresolved"
     """A bare lease of flannel's old backend whose instance is not known yet; its subnet is left alone."""
+    OVERFLOW = "overflow"
+    """The table has no room for the lease (its quota is reached): every node reaches it over VXLAN."""
 
 
 _UNRESOLVED = "the lease names no instance (flannel's old ali-vpc backend) and none is known at its PublicIP yet"
 
-HEALTHY_STATES = frozenset({RouteState.OK, RouteState.UNMANAGED})
-"""States that need no action (``routes --check`` is clean when every route is in one)."""
+OVERFLOW_REASON = "no room in the route table (its custom entry quota is reached): reached over VXLAN"
+
+HEALTHY_STATES = frozenset({RouteState.OK, RouteState.UNMANAGED, RouteState.OVERFLOW})
+"""States that need no action (``routes --check`` is clean when every route is in one).
+
+Overflow counts: the node has a path (VXLAN), and the quota is the operator's to raise."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +214,9 @@ def node_route_states(statuses: Iterable[RouteStatus],
     for status in statuses:
         if status.desired_instance is None:
             continue
-        routed = status.state in (RouteState.OK, RouteState.ADOPTING) and status.entry_status == "Available"
+        # An overflow lease has its path (VXLAN), so its node is usable, as a routed one is.
+        routed = ((status.state in (RouteState.OK, RouteState.ADOPTING) and status.entry_status == "Available")
+                  or status.state is RouteState.OVERFLOW)
         reason = "" if routed else refusals.get(str(status.destination)) or (
             status.reason if status.state is RouteState.CONFLICT else "")
         states[status.destination] = NodeRouteState(routed, reason)
@@ -248,11 +267,15 @@ def plan_routes(
     in_sync: bool,
     cluster_id: str | None,
     protected: Collection[IPv4Network] = (),
+    overflow: Collection[IPv4Network] = (),
 ) -> RoutePlan:
     """Diff desired routes against one table's entries (pure).
 
     ``cluster_id`` None (no writer has ever run) means no entry is ours yet.
+    ``overflow`` leases (``split_routes``) get no entry created: they are
+    reported ``overflow``; one that holds an entry keeps it.
     """
+    overflow_set = frozenset(overflow)
     ours: dict[IPv4Network, RouteEntry] = {}
     others: dict[IPv4Network, RouteEntry] = {}
     for entry in actual:
@@ -284,6 +307,9 @@ def plan_routes(
                 statuses.append(RouteStatus(destination, RouteState.CONFLICT, route.instance_id,
                                             foreign.next_hop_id, foreign.status,
                                             reason=f"held by {_holder(foreign)}"))
+        elif current is None and destination in overflow_set:
+            statuses.append(RouteStatus(destination, RouteState.OVERFLOW, route.instance_id, None, None,
+                                        reason=OVERFLOW_REASON))
         elif current is None:
             create.append(RouteSpec(destination=str(destination), next_hop_id=route.instance_id,
                                     name=ROUTE_NAME, description=description))
@@ -326,3 +352,95 @@ def plan_routes(
         statuses.append(RouteStatus(destination, RouteState.UNRESOLVED, None, None, None, reason=_UNRESOLVED))
     return RoutePlan(table_id=table_id, create=tuple(create), adopt=tuple(adopt), delete=tuple(delete),
                      kept_for_unknown=tuple(kept), statuses=tuple(statuses))
+
+
+# -- route table quota overflow -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableOverflow:
+    """What a table's writer publishes for every node: the leases the table cannot hold, and its quota.
+
+    ``subnets`` is the overflow queue, longest waiting first (the first to get
+    an entry when room appears). ``quota`` is the table's custom entry quota as
+    the writer learned it from the cloud (None: never refused).
+    """
+
+    subnets: tuple[IPv4Network, ...] = ()
+    quota: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"Quota": self.quota, "Overflow": [str(s) for s in self.subnets]},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> TableOverflow:
+        """Parse a published value; ``ValueError`` saying what is wrong."""
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        quota = data.get("Quota")
+        if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
+            raise ValueError(f"Quota {quota!r} is not a whole number")
+        listed = data.get("Overflow")
+        if not isinstance(listed, list):
+            raise ValueError("Overflow is not a list of subnets")
+        subnets: list[IPv4Network] = []
+        for item in listed:
+            try:
+                subnets.append(ipaddress.IPv4Network(item))
+            except (TypeError, ValueError):
+                raise ValueError(f"Overflow entry {item!r} is not an IPv4 subnet") from None
+        return cls(tuple(subnets), quota)
+
+
+@dataclass(frozen=True)
+class RouteSplit:
+    """Which leases a table gives an entry (``routed``) and which it cannot hold (``overflow``, in queue order)."""
+
+    routed: frozenset[IPv4Network]
+    overflow: tuple[IPv4Network, ...] = ()
+    waiting: tuple[IPv4Network, ...] = ()
+    """Leases without an entry yet, in the order they get one: creates go in this order."""
+    free: int | None = None
+    """Slots left for leases after this split (None: no quota known)."""
+
+
+def _occupies_slot(entry: RouteEntry) -> bool:
+    return entry.entry_type == "Custom" and entry.status != "Deleting"
+
+
+def split_routes(desired: DesiredRoutes, actual: Iterable[RouteEntry], *, quota: int | None,
+                 queue: Sequence[IPv4Network] = (),
+                 no_other_path: Collection[IPv4Network] = ()) -> RouteSplit:
+    """Decide who gets an entry in a table of ``quota`` custom entries (pure; see the module docstring).
+
+    Every Custom entry counts against the quota (the cloud counts them all:
+    other clusters', hand-made, NAT, and our stale ones until deleted); a lease
+    that already holds its destination keeps it. ``queue`` is the overflow
+    queue as last published; ``no_other_path`` are the leases that cannot be
+    reached over VXLAN, which go first. With ``quota`` None every lease is routed.
+    """
+    held: set[IPv4Network] = set()
+    others = 0
+    for entry in actual:
+        if not _occupies_slot(entry):
+            continue
+        destination = _destination(entry)
+        if destination is not None and destination in desired.routes:
+            held.add(destination)
+        else:
+            others += 1
+    waiting = [d for d in desired.routes if d not in held]
+    queued = {subnet: position for position, subnet in enumerate(queue)}
+    forced = frozenset(no_other_path)
+    waiting.sort(key=lambda d: (d not in forced, queued.get(d, len(queued)), int(d.network_address)))
+    if quota is None:
+        return RouteSplit(routed=frozenset(desired.routes), waiting=tuple(waiting))
+    free = max(0, quota - others - len(held))
+    admitted = waiting[:free]
+    return RouteSplit(routed=frozenset(held) | frozenset(admitted), overflow=tuple(waiting[free:]),
+                      waiting=tuple(waiting), free=free - len(admitted))

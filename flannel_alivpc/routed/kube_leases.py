@@ -13,6 +13,10 @@ writers, and the Node ``NetworkUnavailable`` condition from the real route state
   publishes, on that Lease, which subnets its table carries (``Available``)
   and which it refused, so that whichever writer reports last sees every
   table's state.
+* **Overflow.** A writer whose table cannot hold every lease publishes the
+  rest on its Lease too (``OVERFLOW_ANNOTATION``); every daemon already
+  reads every table's writer Lease as a candidate, so it learns the overflow
+  from those reads, with no extra request.
 * **Conditions.** A node's ``NetworkUnavailable`` turns ``False``
   (``RouteCreated``) only once its entry is Available in every table that
   must carry it, and ``True`` (``NoRouteCreated``, the cloud's words in the
@@ -42,7 +46,7 @@ from flannel_alivpc.core.kube_subnets import (
     node_lease,
 )
 from flannel_alivpc.core.network import IPv4Network, Lease, LeaseAttrs, NetworkConfig, parse_network_config
-from flannel_alivpc.core.routes import NodeRouteState
+from flannel_alivpc.core.routes import NodeRouteState, TableOverflow
 from flannel_alivpc.kube_lease_lock import KubeLeaseLock
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseSnapshot
@@ -59,6 +63,9 @@ PODCIDR_WAIT_LOG = 30.0
 CLUSTER_ID_LEASE = "flannel-alivpc-cluster-id"
 CLUSTER_ID_ANNOTATION = "flannel-alivpc.io/cluster-id"
 ROUTE_STATE_ANNOTATION = "flannel-alivpc.io/route-state"
+OVERFLOW_ANNOTATION = "flannel-alivpc.io/route-overflow"
+OVERFLOW_CHECK = 0.5
+"""Seconds between looks at the writer Leases as last read (local: no request is made)."""
 EVENT_NAMESPACE = "default"
 COMPONENT = "flannel-alivpc"
 
@@ -274,6 +281,9 @@ class KubeLeaseSource:
         self._verdicts: dict[str, _NodeVerdict] = {}
         self._tables: dict[str, dict[str, str]] = {}
         self._report_lock = threading.Lock()
+        self._overflow: dict[str, tuple[str, TableOverflow]] = {}
+        self._overflow_view: Mapping[str, TableOverflow] = {}
+        self._closed = threading.Event()
 
     def __repr__(self) -> str:
         return f"KubeLeaseSource({self.description!r})"
@@ -368,7 +378,15 @@ class KubeLeaseSource:
     def start_watching(self, on_change: Callable[[], None]) -> None:
         self._on_change = on_change
         self._ensure_watching()
+        threading.Thread(target=self._follow_overflow, name="overflow-follower", daemon=True).start()
         on_change()
+
+    def _follow_overflow(self) -> None:
+        """Call ``on_change`` when a writer Lease read by the candidates carries a new overflow."""
+        while not self._closed.wait(OVERFLOW_CHECK):
+            before = self._overflow_view
+            if self.route_overflow() is not before:
+                self._on_change()
 
     def snapshot(self) -> LeaseSnapshot:
         return self._watcher.snapshot() if self._watcher is not None else EMPTY_SNAPSHOT
@@ -504,6 +522,45 @@ class KubeLeaseSource:
             self._set_condition(node, _NodeVerdict("False", "RouteCreated",
                                                    f"{device} and its {peers} VXLAN peers are programmed"))
 
+    # -- route table overflow ---------------------------------------------------------------
+
+    def publish_route_overflow(self, table_id: str, overflow: TableOverflow) -> None:
+        lock = self._locks.get(table_id)
+        if lock is not None and lock.is_held():
+            lock.publish({OVERFLOW_ANNOTATION: overflow.to_json()})
+            lock.refresh()
+
+    def read_route_overflow(self, table_id: str) -> TableOverflow | None:
+        lease = self.kube.get_lease(self.namespace, writer_lease_name(table_id))
+        raw = lease.annotations.get(OVERFLOW_ANNOTATION) if lease is not None else None
+        return self._parse_overflow(table_id, raw) if raw else None
+
+    def route_overflow(self) -> Mapping[str, TableOverflow]:
+        changed = False
+        for table_id, lock in list(self._locks.items()):
+            seen = lock.last_seen
+            raw = seen.annotations.get(OVERFLOW_ANNOTATION) if seen is not None else None
+            known = self._overflow.get(table_id)
+            if not raw or (known is not None and known[0] == raw):
+                continue
+            parsed = self._parse_overflow(table_id, raw)
+            if parsed is None:
+                parsed = known[1] if known is not None else TableOverflow()
+            # Remember the raw value, good or not, so a bad one is warned about once.
+            changed = changed or known is None or known[1] != parsed
+            self._overflow[table_id] = (raw, parsed)
+        if changed:
+            self._overflow_view = {table_id: parsed for table_id, (_, parsed) in self._overflow.items()}
+        return self._overflow_view
+
+    def _parse_overflow(self, table_id: str, raw: str) -> TableOverflow | None:
+        try:
+            return TableOverflow.from_json(raw)
+        except ValueError as error:
+            log.warning("ignoring annotation %s on Lease %s/%s (%s); keeping the last good overflow",
+                        OVERFLOW_ANNOTATION, self.namespace, writer_lease_name(table_id), error)
+            return None
+
     def _event(self, node: Node, kind: str, reason: str, message: str) -> None:
         try:
             self.kube.create_event(namespace=EVENT_NAMESPACE, involved=node, event_type=kind, reason=reason,
@@ -517,6 +574,7 @@ class KubeLeaseSource:
                     f"flannel-alivpc skips this peer until its annotations are fixed: {problem}")
 
     def close(self) -> None:
+        self._closed.set()
         if self._watcher is not None:
             self._watcher.stop()
         for lock in self._locks.values():

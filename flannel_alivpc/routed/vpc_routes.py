@@ -15,6 +15,19 @@ compute the desired entries and the plan (pure), then apply one batch at a time:
    leases and what the polls showed. The whole table is listed once per pass.
 
 A crash at any point leaves the table in a state the next pass repairs.
+
+A full table (quota): when the cloud refuses an entry with ``QuotaExceeded``
+the writer learns the quota (the custom entries the table held then), splits
+the leases (``core.routes.split_routes``: entries are kept where they are, the
+free slots go to the waiting leases in queue order) and publishes the rest as
+the table's overflow through the lease source, where every daemon reads it and
+reaches those nodes over VXLAN. A lease moves from the overflow to the table
+only in this order: its entry is created, then polled until Available, and
+only then is it dropped from the published overflow (so every node keeps its
+VXLAN path until the route works). Room is noticed without a quota API: a
+slot freed in the table (a node left) is used in the same pass, and once per
+``probe_interval`` the writer tries the head of the queue, so a raised quota
+is used within that time.
 """
 
 from __future__ import annotations
@@ -31,14 +44,18 @@ from flannel_alivpc.core.errors import CloudError, RetryableCloudError
 from flannel_alivpc.core.network import IPv4Network, Lease
 from flannel_alivpc.core.routes import (
     ROUTE_NAME,
+    DesiredRoutes,
     NodeRouteState,
     RoutePlan,
+    RouteSplit,
     RouteState,
+    TableOverflow,
     desired_routes,
     legacy_address,
     node_route_states,
     plan_routes,
     route_description,
+    split_routes,
 )
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
 
@@ -60,6 +77,14 @@ class LeaseView(Protocol):
     def in_sync(self) -> bool: ...
 
     def malformed_subnets(self) -> Collection[IPv4Network]: ...
+
+
+class OverflowStore(Protocol):
+    """Where a table's overflow is published for every daemon (the lease source)."""
+
+    def read_route_overflow(self, table_id: str) -> TableOverflow | None: ...
+
+    def publish_route_overflow(self, table_id: str, overflow: TableOverflow) -> None: ...
 
 
 class RouteTableApi(Protocol):
@@ -86,6 +111,8 @@ class TableReport:
     """destination -> the cloud's refusal (code and message), for Node conditions."""
     over_quota: list[str] = field(default_factory=list)
     quota_error: str = ""
+    overflow: TableOverflow = field(default_factory=TableOverflow)
+    """What this pass published: the leases the table cannot hold, reached over VXLAN."""
 
 
 class TableWriter:
@@ -102,9 +129,12 @@ class TableWriter:
         cluster_id: str,
         legacy: LegacyLeaseResolver | None = None,
         report: Callable[[str, Mapping[IPv4Network, NodeRouteState]], None] | None = None,
+        overflow_store: OverflowStore | None = None,
+        probe_interval: float = 60.0,
         poll_interval: float = 0.1,
         settle_timeout: float = 300.0,
         stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table_id = table_id
         self.vpc_id = vpc_id
@@ -119,15 +149,60 @@ class TableWriter:
         self._stop = stop or threading.Event()
         self.report = TableReport()
         self._settle_estimate = 0.0
+        self._store = overflow_store
+        self.probe_interval = probe_interval
+        self._clock = clock
+        self._quota: int | None = None
+        """The table's custom entry quota as last learned from a refusal (None: not known to be reached)."""
+        self._queue: tuple[IPv4Network, ...] = ()
+        """The overflow as last published: the queue order for free slots."""
+        self._stored: TableOverflow | None = None
+        self._last_probe: float | None = None
+        self._warned: TableOverflow | None = None
 
-    def _plan(self, actual: Iterable[RouteEntry]) -> RoutePlan:
+    def _plan(self, actual: Iterable[RouteEntry]) -> tuple[RoutePlan, RouteSplit, DesiredRoutes]:
         snap = self._snapshot()
         leases = list(snap.leases.values())
         addresses = [a for a in map(legacy_address, leases) if a is not None]
         legacy = self._legacy.resolve(addresses) if self._legacy is not None and addresses else {}
         desired = desired_routes(leases, vpc_id=self.vpc_id, legacy_instances=legacy)
-        return plan_routes(table_id=self.table_id, desired=desired, actual=actual, network=self.network,
-                           in_sync=snap.in_sync, cluster_id=self.cluster_id, protected=snap.malformed_subnets())
+        # A lease that publishes no VtepMAC (flannel's old backend) has no VXLAN path: it goes first.
+        no_vxlan = {lease.subnet for lease in leases if lease.attrs.backend_field("VtepMAC") is None}
+        entries = list(actual)
+        split = split_routes(desired, entries, quota=self._quota, queue=self._queue, no_other_path=no_vxlan)
+        plan = plan_routes(table_id=self.table_id, desired=desired, actual=entries, network=self.network,
+                           in_sync=snap.in_sync, cluster_id=self.cluster_id, protected=snap.malformed_subnets(),
+                           overflow=split.overflow)
+        return plan, split, desired
+
+    def _load_published(self) -> None:
+        """Start from what was published (by this writer or the one before it): the quota and the queue."""
+        if self._store is None:
+            return
+        stored = self._store.read_route_overflow(self.table_id)
+        if stored is not None:
+            self._stored = stored
+            self._quota, self._queue = stored.quota, stored.subnets
+
+    def _publish(self, split: RouteSplit, desired: DesiredRoutes, actual: Mapping[str, RouteEntry]) -> None:
+        """Publish the overflow: the split's, plus leases leaving it whose entry is not Available yet."""
+        entry_ready = {d for d, e in actual.items() if e.status == _SETTLED}
+        still_moving = [subnet for subnet in self._queue
+                        if subnet in desired.routes and subnet not in split.overflow and str(subnet) not in entry_ready]
+        overflow = TableOverflow(tuple(still_moving) + split.overflow, self._quota)
+        self.report.overflow = overflow
+        if overflow == self._stored:
+            return
+        if self._store is not None:
+            self._store.publish_route_overflow(self.table_id, overflow)
+        moved_in = [str(s) for s in overflow.subnets if s not in self._queue]
+        moved_out = [str(s) for s in self._queue if s not in overflow.subnets]
+        if moved_in or moved_out:
+            log.info("%s: %d nodes in the overflow (reached over VXLAN)%s%s", self.table_id, len(overflow.subnets),
+                     f"; added {', '.join(moved_in)}" if moved_in else "",
+                     f"; left it (route entry Available, or lease gone) {', '.join(moved_out)}" if moved_out else "")
+        self._stored = overflow
+        self._queue = overflow.subnets
 
     def reconcile(self) -> float | None:
         """One pass: list the table once, then apply batches until it matches the leases.
@@ -139,37 +214,69 @@ class TableWriter:
         """
         report = TableReport()
         self.report = report
+        self._load_published()
         actual = {e.destination: e for e in self.api.list_route_entries(self.table_id)}
         refused: set[str] = set()
+        probed = False
         while not self._stop.is_set():
-            plan = self._plan(actual.values())
+            plan, split, desired = self._plan(actual.values())
             report.plan = plan
+            self._publish(split, desired, actual)
             busy = [d for d, e in actual.items() if e.status != _SETTLED]
             if busy:
                 self._observe_settled(actual, busy)
                 continue
-            creates = [spec for spec in plan.create if spec.destination not in refused]
+            rank = {str(subnet): position for position, subnet in enumerate(split.waiting)}
+            creates = sorted((spec for spec in plan.create if spec.destination not in refused),
+                             key=lambda spec: rank.get(spec.destination, len(rank)))
             adopts = [entry for entry in plan.adopt if entry.destination not in refused]
             deletes = [entry for entry in plan.delete if entry.destination not in refused]
             if creates:
-                batch: Sequence[str] = self._create(creates[:BATCH_SIZE], report, refused)
+                batch: Sequence[str] = self._create(creates[:BATCH_SIZE], actual, report, refused)
             elif adopts:
                 batch = self._adopt(adopts[:BATCH_SIZE], report, refused)
             elif deletes:
                 wrong_hop = {str(s.destination) for s in plan.statuses if s.state is RouteState.WRONG_NEXT_HOP}
                 batch = self._delete(deletes[:BATCH_SIZE], wrong_hop, report, refused)
+            elif split.overflow and not probed and self._probe_due():
+                probed = True
+                batch = self._probe(split, desired, actual, report, refused)
             else:
                 if plan.kept_for_unknown:
                     log.info("%s: keeping %d entries whose leases are unknown or malformed: %s", self.table_id,
                              len(plan.kept_for_unknown), ", ".join(e.destination for e in plan.kept_for_unknown))
-                # Changes the API refused (e.g. the quota is reached) are tried again later.
                 self._report_quota(report, actual)
                 if self._report_states is not None:
                     self._report_states(self.table_id, node_route_states(plan.statuses, report.refusals))
-                return REFUSED_RETRY if refused else None
+                return self._next_pass(refused, bool(split.overflow))
             if batch:
                 self._observe_settled(actual, batch)
         return None
+
+    def _probe_due(self) -> bool:
+        now = self._clock()
+        return self._last_probe is None or now - self._last_probe >= self.probe_interval
+
+    def _probe(self, split: RouteSplit, desired: DesiredRoutes, actual: Mapping[str, RouteEntry],
+               report: TableReport, refused: set[str]) -> list[str]:
+        """Try the head of the overflow queue: the only way to see a raised quota without a quota API."""
+        self._last_probe = self._clock()
+        description = route_description(self.cluster_id)
+        specs = [RouteSpec(destination=str(subnet), next_hop_id=desired.routes[subnet].instance_id,
+                           name=ROUTE_NAME, description=description)
+                 for subnet in split.overflow[:BATCH_SIZE]]
+        log.debug("%s: probing the quota with %d overflow leases", self.table_id, len(specs))
+        return self._create(specs, actual, report, refused)
+
+    def _next_pass(self, refused: set[str], overflowing: bool) -> float | None:
+        """When to pass again without an event: refused changes retried, the quota probed."""
+        delays = []
+        if refused:
+            # Changes the API refused (bad next hop, permissions) are tried again later.
+            delays.append(REFUSED_RETRY)
+        if overflowing and self._last_probe is not None:
+            delays.append(max(0.0, self._last_probe + self.probe_interval - self._clock()))
+        return min(delays) if delays else None
 
     def _observe_settled(self, actual: dict[str, RouteEntry], destinations: Sequence[str]) -> None:
         """Wait for ``destinations`` to settle and record how they ended (present or gone)."""
@@ -178,12 +285,24 @@ class TableWriter:
             actual.pop(destination, None)
         actual.update(seen)
 
-    def _create(self, specs: Sequence[RouteSpec], report: TableReport, refused: set[str]) -> list[str]:
-        """Create one batch; returns the destinations created."""
+    def _create(self, specs: Sequence[RouteSpec], actual: Mapping[str, RouteEntry], report: TableReport,
+                refused: set[str]) -> list[str]:
+        """Create one batch; returns the destinations created. A quota refusal teaches the quota."""
+        held = sum(1 for e in actual.values() if e.entry_type == "Custom" and e.status != "Deleting")
         result = self.api.create_route_entries(self.table_id, specs)
         failed = {f.destination for f in result.failures}
-        refused.update(failed)
+        # Quota refusals are not retried as such: the split decides who waits for room.
+        refused.update(f.destination for f in result.failures if not _is_quota(f.code))
         created = [s for s in specs if s.destination not in failed]
+        if any(_is_quota(f.code) for f in result.failures):
+            # The cloud applies a batch in order: the table is full with what it held plus what went in.
+            self._quota = held + len(created)
+            self._last_probe = self._clock()
+        elif created and self._quota is not None and held + len(created) > self._quota:
+            # More went in than the quota we knew: it was raised, to a size unknown until the next refusal.
+            log.info("%s: the route table took %d entries beyond the quota of %d it had; the quota was raised",
+                     self.table_id, held + len(created) - self._quota, self._quota)
+            self._quota = None
         for spec in created:
             log.info("%s: created %s -> %s (lease present, entry missing)", self.table_id,
                      spec.destination, spec.next_hop_id)
@@ -231,7 +350,7 @@ class TableWriter:
         for failure in result.failures:
             report.failures.append(f"{failure.destination}: {failure.code} {failure.message}")
             report.refusals[failure.destination] = f"{failure.code}: {failure.message}"
-            if failure.code.startswith("QuotaExceeded"):
+            if _is_quota(failure.code):
                 report.over_quota.append(failure.destination)
             elif "DUPLICATE" in failure.code.upper():
                 log.info("%s: %s already present (another writer?); re-reading the table",
@@ -241,16 +360,25 @@ class TableWriter:
                             failure.code, failure.message)
 
     def _report_quota(self, report: TableReport, actual: Mapping[str, RouteEntry]) -> None:
-        """One clear error per pass when the table is full, naming the table and the counts."""
-        if not report.over_quota:
+        """A Warning when the table is full, naming the quota and how to raise it: once per change, not per pass."""
+        overflow = report.overflow
+        if not overflow.subnets:
+            if self._warned is not None and self._warned.subnets:
+                log.info("%s: every lease has its route entry again; no node is reached over VXLAN for lack of "
+                         "room", self.table_id)
+            self._warned = overflow
             return
-        custom = sum(1 for e in actual.values() if e.entry_type == "Custom")
-        shown = ", ".join(report.over_quota[:5]) + (", ..." if len(report.over_quota) > 5 else "")
+        custom = sum(1 for e in actual.values() if e.entry_type == "Custom" and e.status != "Deleting")
+        shown = ", ".join(map(str, overflow.subnets[:5])) + (", ..." if len(overflow.subnets) > 5 else "")
+        quota = f"its quota of {overflow.quota} custom entries" if overflow.quota is not None else "its quota"
         report.quota_error = (
-            f"route table {self.table_id} is full: it holds {custom} custom entries and the quota is reached, "
-            f"so {len(report.over_quota)} leases have no route ({shown}); raise the route entry quota of the "
-            f"table, or use a larger SubnetLen so fewer nodes need entries")
-        log.error("%s", report.quota_error)
+            f"route table {self.table_id} is full: it holds {custom} custom entries, {quota}, so "
+            f"{len(overflow.subnets)} nodes are reached over VXLAN instead ({shown}); raise the route entry "
+            f"quota (vpc_quota_route_entrys_num, in the Quota Center or the VPC console's quota page), or use a "
+            f"larger SubnetLen so fewer nodes need entries; they move back to route entries once there is room")
+        if overflow != self._warned:
+            log.warning("%s", report.quota_error)
+        self._warned = overflow
 
     def _wait_settled(self, destinations: Sequence[str]) -> dict[str, RouteEntry]:
         """Poll the given destinations until none is Pending or Deleting.
@@ -283,6 +411,10 @@ class TableWriter:
                     + ", ".join(f"{e.destination} {e.status}" for e in unsettled[:5]))
             delay = min(self.poll_interval, max(0.02, delay / 4))
         return seen
+
+
+def _is_quota(code: str) -> bool:
+    return code.startswith("QuotaExceeded")
 
 
 T = TypeVar("T")
