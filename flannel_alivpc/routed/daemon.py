@@ -5,7 +5,9 @@ pods are reached (docs/vxlan.md):
 
 * ``ali-vpc`` on a VPC instance: the VPC route tables carry the leases of
   instances in the VPC; VXLAN (``flannel.<VNI>``, created only when needed)
-  reaches the rest: classic-network nodes, stock flanneld vxlan nodes;
+  reaches the rest: classic-network nodes, stock flanneld vxlan nodes, and
+  the nodes a full table cannot hold (its published overflow; a node in the
+  overflow itself reaches every peer over VXLAN);
 * ``ali-vpc`` on a classic instance (metadata network-type ``classic``): no
   route table exists; every peer is reached over VXLAN;
 * ``vxlan``: flanneld's vxlan backend, with no cloud access at all (no
@@ -65,7 +67,7 @@ from flannel_alivpc.core.network import (
     render_subnet_env,
 )
 from flannel_alivpc.core.reconcile import ReconcileLoop
-from flannel_alivpc.core.routes import served_by_vpc_table
+from flannel_alivpc.core.routes import TableOverflow, served_by_vpc_table
 from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.core.vxlan import (
     VXLAN_BACKEND_TYPE,
@@ -161,6 +163,8 @@ class RouteDaemon:
         self.vxlan: VxlanBackend | None = None
         self.vxlan_loop: ReconcileLoop | None = None
         self.rule_loops: list[ReconcileLoop] = []
+        self._overflow_seen: tuple[Mapping[str, TableOverflow] | None, frozenset[ipaddress.IPv4Network]] = (
+            None, frozenset())
         self._threads: list[threading.Thread] = []
 
     def stop(self) -> None:
@@ -283,6 +287,9 @@ class RouteDaemon:
             vpc_id = identity.vpc_id if identity and identity.vpc_id else ""
 
             def wanted(lease: Lease) -> bool:
+                overflow = self.overflow_subnets()
+                if lease.subnet in overflow or backend.own_subnet in overflow:
+                    return True
                 return not served_by_vpc_table(lease, vpc_id)
         else:
             def wanted(lease: Lease) -> bool:
@@ -347,7 +354,8 @@ class RouteDaemon:
             for table_id in table_ids:
                 writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id, network=network.network,
                                      api=cloud.vpc, snapshot=source.snapshot, cluster_id=cluster_id,
-                                     legacy=legacy, report=source.report_route_states, stop=self.stop_event)
+                                     legacy=legacy, report=source.report_route_states, overflow_store=source,
+                                     probe_interval=self.config.resync_interval, stop=self.stop_event)
                 loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
                                      resync_interval=self.config.resync_interval)
                 leadership = TableLeadership(
@@ -402,6 +410,16 @@ class RouteDaemon:
                     backend.forget_observation()
                     loop.mark_dirty()
 
+    def overflow_subnets(self) -> frozenset[ipaddress.IPv4Network]:
+        """The leases some table of ours cannot hold, as their writers published them (reached over VXLAN)."""
+        published = self.source.route_overflow() if self.source is not None else {}
+        seen, subnets = self._overflow_seen
+        if published is not seen:
+            subnets = frozenset(subnet for table_id, overflow in published.items() if table_id in self.tables
+                                for subnet in overflow.subnets)
+            self._overflow_seen = (published, subnets)
+        return subnets
+
     # -- observability -------------------------------------------------------------------
 
     def is_ready(self) -> bool:
@@ -421,6 +439,8 @@ class RouteDaemon:
                                     "last_error": stats.last_error}
             if table.writer.report.quota_error:
                 info["quota_error"] = table.writer.report.quota_error
+            overflow = self.source.route_overflow().get(table_id) if self.source else None
+            info["overflow"] = len(overflow.subnets) if overflow else 0
             if writer and stats.consecutive_failures >= 3:
                 healthy = False
             tables[table_id] = info
@@ -450,12 +470,13 @@ class RouteDaemon:
             stats = table.leadership.loop.stats
             routes: dict[str, int] = {}
             plan = table.writer.report.plan
+            overflow = self.source.route_overflow().get(table_id) if self.source else None
             for status in plan.statuses if plan else ():
                 routes[status.state.value] = routes.get(status.state.value, 0) + 1
             tables[table_id] = {"passes": stats.passes, "failures": stats.failures,
                                 "last_duration": stats.last_duration, "total_duration": stats.total_duration,
                                 "writer": table.leadership.is_writer,
-                                "routes": routes}
+                                "routes": routes, "overflow": len(overflow.subnets) if overflow else 0}
         vxlan: dict[str, Any] = {}
         if self.vxlan is not None and self.vxlan_loop is not None:
             stats = self.vxlan_loop.stats

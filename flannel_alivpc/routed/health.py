@@ -36,6 +36,8 @@ class _Collector:
                                    labels=["table"])
         routes = GaugeMetricFamily("flannel_alivpc_routes", "Route entries by table and state",
                                    labels=["table", "state"])
+        overflow = GaugeMetricFamily("flannel_alivpc_overflow_nodes",
+                                     "Nodes the table has no room for (quota), reached over VXLAN", labels=["table"])
         for table, info in data.get("tables", {}).items():
             reconciles.add_metric([table, "success"], info["passes"] - info["failures"])
             reconciles.add_metric([table, "failure"], info["failures"])
@@ -44,6 +46,7 @@ class _Collector:
             writer.add_metric([table], 1.0 if info["writer"] else 0.0)
             for state, count in info.get("routes", {}).items():
                 routes.add_metric([table, state], count)
+            overflow.add_metric([table], info.get("overflow", 0))
         api = CounterMetricFamily("flannel_alivpc_api_calls", "Alibaba Cloud API calls by action and outcome",
                                   labels=["action", "outcome"])
         for (action, outcome), count in data.get("api_calls", {}).items():
@@ -65,8 +68,8 @@ class _Collector:
         leases.add_metric([], data.get("leases", 0))
         malformed = GaugeMetricFamily("flannel_alivpc_malformed_leases", "Lease keys skipped as malformed")
         malformed.add_metric([], data.get("malformed_leases", 0))
-        yield from (reconciles, durations, latency, writer, routes, api, vxlan_passes, vxlan_duration, vxlan_peers,
-                    leases, malformed)
+        yield from (reconciles, durations, latency, writer, routes, overflow, api, vxlan_passes, vxlan_duration,
+                    vxlan_peers, leases, malformed)
 
 
 class HealthServer(HealthHttpServer):

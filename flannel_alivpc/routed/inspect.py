@@ -2,8 +2,10 @@
 
 ``routes`` lists every flannel entry of each managed route table beside the
 leases, with its state (ok, pending, missing, stale, wrong-next-hop, adopting,
-conflict, unmanaged, unresolved) and why, using
-the same ownership rules and planner as the daemon; ``--check`` exits 3 when
+conflict, unmanaged, unresolved, overflow) and why, and the path a peer takes
+to each lease's node (the route table, or VXLAN for the overflow its writer
+published when the table was full), using the same ownership rules and planner
+as the daemon; ``--check`` exits 3 when
 anything is not ok, 0 when the tables match the leases. Read-only: neither
 command writes to etcd or the cloud.
 
@@ -18,13 +20,21 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import yaml
 
 from flannel_alivpc.core.errors import ConfigError, MetadataError
-from flannel_alivpc.core.routes import HEALTHY_STATES, RouteStatus, desired_routes, legacy_address, plan_routes
+from flannel_alivpc.core.routes import (
+    HEALTHY_STATES,
+    RouteState,
+    RouteStatus,
+    TableOverflow,
+    desired_routes,
+    legacy_address,
+    plan_routes,
+)
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.daemon import connect_cloud, open_lease_source
 from flannel_alivpc.routed.lease_source import LeaseSource
@@ -116,7 +126,8 @@ LEASE_COLUMNS = (
     Column("REASON", "reason", wide_only=True),
 )
 ROUTE_COLUMNS = (
-    Column("DESTINATION", "destination"), Column("STATE", "state"), Column("LEASE INSTANCE", "lease_instance"),
+    Column("DESTINATION", "destination"), Column("STATE", "state"), Column("PATH", "path"),
+    Column("LEASE INSTANCE", "lease_instance"),
     Column("NEXT HOP", "next_hop"), Column("ENTRY STATUS", "entry_status", wide_only=True),
     Column("REASON", "reason", wide_only=True),
 )
@@ -161,6 +172,8 @@ def run_leases(config: DaemonConfig, *, output: str, out: TextIO) -> int:
 class TableView:
     table_id: str
     statuses: tuple[RouteStatus, ...]
+    overflow: TableOverflow = field(default_factory=TableOverflow)
+    """What the table's writer published: the leases reached over VXLAN for lack of room, and the quota."""
 
     @property
     def clean(self) -> bool:
@@ -173,38 +186,57 @@ def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[s
         network = source.read_network_config()
         snapshot = load_leases(source)
         cluster_id = source.existing_cluster_id()
+        cloud = connect_cloud(config, env, network)
+        if not vpc_id:
+            try:
+                vpc_id = cloud.metadata.vpc_id()
+            except MetadataError as error:
+                raise ConfigError(f"cannot tell which VPC to inspect ({error}); pass --vpc-id") from None
+        table_ids = config.route_table_ids or [t.table_id for t in cloud.vpc.list_route_tables(vpc_id)]
+        published = {table_id: source.read_route_overflow(table_id) or TableOverflow() for table_id in table_ids}
     finally:
         source.close()
-    cloud = connect_cloud(config, env, network)
-    if not vpc_id:
-        try:
-            vpc_id = cloud.metadata.vpc_id()
-        except MetadataError as error:
-            raise ConfigError(f"cannot tell which VPC to inspect ({error}); pass --vpc-id") from None
-    table_ids = config.route_table_ids or [t.table_id for t in cloud.vpc.list_route_tables(vpc_id)]
     leases = list(snapshot.leases.values())
     addresses = [a for a in map(legacy_address, leases) if a is not None]
     legacy = LegacyLeaseResolver(cloud.ecs, vpc_id).resolve(addresses) if addresses else {}
     desired = desired_routes(leases, vpc_id=vpc_id, legacy_instances=legacy)
     views = []
     for table_id in table_ids:
+        overflow = published[table_id]
         plan = plan_routes(table_id=table_id, desired=desired, actual=cloud.vpc.list_route_entries(table_id),
                            network=network.network, in_sync=True, cluster_id=cluster_id,
-                           protected=snapshot.malformed_subnets())
-        views.append(TableView(table_id, plan.statuses))
+                           protected=snapshot.malformed_subnets(), overflow=overflow.subnets)
+        views.append(TableView(table_id, plan.statuses, overflow))
     return views
 
 
+def peer_path(status: RouteStatus, overflow: TableOverflow) -> str | None:
+    """How peers reach the lease's node: ``vxlan`` while it is in the published overflow, else the table."""
+    if status.destination in overflow.subnets:
+        return "vxlan"
+    if status.desired_instance is not None and status.state in (RouteState.OK, RouteState.ADOPTING):
+        return "route-table"
+    return None
+
+
 def _route_rows(view: TableView) -> list[dict[str, Any]]:
-    return [{"destination": str(s.destination), "state": s.state.value, "lease_instance": s.desired_instance,
-             "next_hop": s.actual_instance, "entry_status": s.entry_status, "reason": s.reason or None}
-            for s in view.statuses]
+    rows = []
+    for s in view.statuses:
+        path = peer_path(s, view.overflow)
+        reason = s.reason
+        if path == "vxlan" and s.state is not RouteState.OVERFLOW:
+            reason = "in the overflow until its entry is Available: reached over VXLAN meanwhile"
+        rows.append({"destination": str(s.destination), "state": s.state.value, "path": path,
+                     "lease_instance": s.desired_instance, "next_hop": s.actual_instance,
+                     "entry_status": s.entry_status, "reason": reason or None})
+    return rows
 
 
 def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
     _check_output(output)
     if output in ("json", "yaml"):
-        write_data([{"route_table_id": v.table_id, "clean": v.clean, "routes": _route_rows(v)} for v in views],
+        write_data([{"route_table_id": v.table_id, "clean": v.clean, "quota": v.overflow.quota,
+                     "overflow": [str(s) for s in v.overflow.subnets], "routes": _route_rows(v)} for v in views],
                    output=output, out=out)
         return
     for view in views:
@@ -212,6 +244,10 @@ def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
         for s in view.statuses:
             counts[s.state.value] = counts.get(s.state.value, 0) + 1
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no flannel routes"
+        if view.overflow.subnets:
+            quota = f"quota {view.overflow.quota}" if view.overflow.quota is not None else "quota reached"
+            summary += (f" ({quota}: {len(view.overflow.subnets)} nodes reached over VXLAN until the quota is "
+                        f"raised)")
         out.write(f"route table {view.table_id}: {summary}\n")
         if view.statuses:
             write_table(_route_rows(view), ROUTE_COLUMNS, wide=output == "wide", out=out)

@@ -2,9 +2,11 @@
 
 Which peers: on the classic network and with ``Backend.Type`` "vxlan", every
 remote lease; on a VPC node, only the leases the VPC route table does not
-carry (classic nodes, stock flanneld vxlan nodes, other VPCs). A VPC node
-creates the device lazily, when the first such peer appears, so a VPC-only
-cluster's nodes keep an untouched kernel.
+carry (classic nodes, stock flanneld vxlan nodes, other VPCs, and the
+overflow of a full table), or every peer while the node itself is in the
+overflow (the daemon's ``wanted``). A VPC node creates the device lazily,
+when the first such peer appears, so a VPC-only cluster's nodes keep an
+untouched kernel.
 
 One reconcile pass (run by ``ReconcileLoop``):
 
@@ -185,6 +187,11 @@ class VxlanBackend:
     def ensure_device(self) -> Link:
         """The device as the spec says, created or repaired; its address once the lease is known."""
         spec = self.spec
+        if spec.local is not None and spec.local.is_loopback:
+            # No peer can reach a VTEP on a loopback address; refuse rather than program a dead path.
+            raise VxlanDeviceError(f"cannot build {spec.name} on {self.iface.name} ({spec.local}): VXLAN peers "
+                                   "cannot reach a loopback address; pick the node's external interface with "
+                                   "--iface", operation="ensure device")
         link = self.netlink.link(spec.name)
         if link is not None:
             reason = incompatibility(link, spec)
