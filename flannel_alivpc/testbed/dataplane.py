@@ -12,7 +12,9 @@ Per cluster (names ``fatb-<pid>-<n>-<role>``):
   ``dst via <instance private IP>``), so pods on VPC nodes talk only through
   routes the daemons really programmed. On SERVICE_IP it serves the emulator
   (API and metadata on port 80, metadata answered by the caller's source
-  address, as on ECS) and relays port 2379 to the suite's etcd;
+  address, as on ECS) and relays port 2379 to the suite's etcd (in kube
+  mode, ``KubeDataplaneCluster``, port 6443 to the kube-apiserver stand-in
+  instead);
 * one namespace per node, its ``eth0`` on the underlay with the instance's
   private IP, default route via its gateway, running the real daemon
   (``--iface eth0``, ``--metadata-url http://SERVICE_IP``);
@@ -20,9 +22,15 @@ Per cluster (names ``fatb-<pid>-<n>-<role>``):
   ``cni0`` holding FLANNEL_SUBNET, and pod namespaces with addresses from the
   lease, MTU FLANNEL_MTU, default route via cni0.
 
+Nodes with no daemon of ours are played by the test bed: a stock flanneld
+vxlan node (its lease, flannel.1 and entries as flanneld makes them) and a
+node of flannel's old ali-vpc backend (bare lease, unmarked route entry, no
+device), which a rolling upgrade later hands to our daemon.
+
 Connectivity is checked with TCP (no ping binary needed): every pod runs an
 echo server; a check opens a socket inside the source pod's namespace,
-connects to the other pod and compares the echo.
+connects to the other pod and compares the echo; ``TcpStream`` keeps one
+connection busy and records its longest gap.
 
 ``DataplaneCluster.close()`` stops the daemons and removes every namespace,
 also when a test failed; ``emergency_cleanup()`` (a test session's safety net)
@@ -45,6 +53,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from flannel_alivpc.clients.netlink import (
     FdbOp,
@@ -65,7 +75,8 @@ from flannel_alivpc.clients.netns import (
 from flannel_alivpc.core.network import LeaseAttrs, parse_lease_value, parse_subnet_env, subnet_key
 from flannel_alivpc.core.vxlan import DEFAULT_PORT, device_name, random_vtep_mac, vxlan_backend_data
 from flannel_alivpc.emulator.router import RouterSync
-from flannel_alivpc.testbed.cluster import LocalCluster, Node
+from flannel_alivpc.testbed.cluster import LocalCluster, Node, join_as_old_flanneld
+from flannel_alivpc.testbed.kube_cluster import NAMESPACE, KubeCluster
 
 PREFIX = "fatb"
 SERVICE_IP = IPv4Address("198.51.100.200")
@@ -288,6 +299,59 @@ class TcpSession:
         self.sock.close()
 
 
+class TcpStream:
+    """A TCP connection from one pod to another's echo server, kept busy from a thread.
+
+    One small round trip every ``interval`` seconds; ``longest_gap`` is the
+    longest time without a completed round trip (so a stall the kernel's
+    retransmissions covered shows up, not only a reset), ``error`` the first
+    failure (a reset, a stall longer than ``stall_timeout``, a wrong echo),
+    after which the stream stops.
+    """
+
+    def __init__(self, source: Pod, target: Pod, *, interval: float = 0.02, stall_timeout: float = 5.0) -> None:
+        self.name = f"{source.name} -> {target.name}"
+        self.interval = interval
+        self.roundtrips = 0
+        self.longest_gap = 0.0
+        self.error: str | None = None
+        self._session = TcpSession(source.netns, target.ip, timeout=stall_timeout)
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"stream-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sock = self._session.sock
+        while not self._stop.wait(self.interval):
+            payload = os.urandom(32)
+            try:
+                sock.sendall(payload)
+                echoed = _recv_all(sock, len(payload))
+            except OSError as error:
+                self.error = f"{type(error).__name__}: {error}"
+                return
+            if echoed != payload:
+                self.error = "connection closed by the peer" if len(echoed) < len(payload) else "echo differs"
+                return
+            now = time.monotonic()
+            self.longest_gap = max(self.longest_gap, now - self._last)
+            self._last = now
+            self.roundtrips += 1
+
+    def stop(self) -> None:
+        """End the stream; a round trip still pending counts as a gap up to now."""
+        self._stop.set()
+        self._thread.join(self._session.sock.gettimeout() or 5.0)
+        if self.error is None:
+            self.longest_gap = max(self.longest_gap, time.monotonic() - self._last)
+        self._session.close()
+
+    def __repr__(self) -> str:
+        return (f"TcpStream({self.name}: {self.roundtrips} round trips, longest gap {self.longest_gap:.3f}s, "
+                f"error {self.error})")
+
+
 def http_get(netns: str, ip: IPv4Address, path: str, *, port: int = 80, timeout: float = 2.0) -> tuple[int, str] | None:
     """A plain HTTP/1.0 GET from inside ``netns``: (status, body), or None when nothing answered."""
     sock = _socket_in(netns)
@@ -449,7 +513,7 @@ class DataplaneCluster(LocalCluster):
         self.serve_cloud = serve_cloud
         self.backend = "ali-vpc"
         self.router_sync: RouterSync | None = None
-        self._relay: TcpRelay | None = None
+        self._relays: list[TcpRelay] = []
         self._router_netlink: Netlink | None = None
         self._fabric_bridge = 0
         self._ports = itertools.count(1)
@@ -463,15 +527,23 @@ class DataplaneCluster(LocalCluster):
         self.backend = str(json.loads(config)["Backend"]["Type"])
         self.emulator.start()
         self.topology = self.emulator.bootstrap(instances=0, vswitch_cidr=str(VSWITCH_CIDR))
-        self.etcd.start()
         self.network_config = config
-        with self.etcd_client() as etcd:
-            etcd.put(f"{self.prefix}/config", config)
+        self._start_lease_store(config)
         self._build_underlay()
         for n in range(vpc):
             self.add_vpc_node(f"vpc{n + 1}")
         for n in range(classic):
             self.add_classic_node(f"cls{n + 1}")
+
+    def _start_lease_store(self, config: str) -> None:
+        """Where leases and the network config live: etcd, holding the config under the prefix."""
+        self.etcd.start()
+        with self.etcd_client() as etcd:
+            etcd.put(f"{self.prefix}/config", config)
+
+    def _service_relays(self) -> dict[int, tuple[str, int]]:
+        """Port on SERVICE_IP -> the host-loopback service it relays to (etcd in etcd mode)."""
+        return {2379: ("127.0.0.1", self.etcd.client_port)}
 
     def _build_underlay(self) -> None:
         _new_namespace(self.fabric)
@@ -491,8 +563,8 @@ class DataplaneCluster(LocalCluster):
         nl.add_address(lo.index, IPv4Interface(f"{SERVICE_IP}/32"))
         if self.serve_cloud:
             self.emulator.add_listener(self._listen(self.router, SERVICE_IP, 80))
-        self._relay = TcpRelay(self._listen(self.router, SERVICE_IP, 2379),
-                               ("127.0.0.1", self.etcd.client_port)).start()
+        self._relays = [TcpRelay(self._listen(self.router, SERVICE_IP, port), target).start()
+                        for port, target in self._service_relays().items()]
         assert self.topology is not None
         self.router_sync = RouterSync(self.emulator.state, self.topology.route_table_id,
                                       KernelRouteSink(nl)).start()
@@ -553,11 +625,14 @@ class DataplaneCluster(LocalCluster):
 
     # -- daemons -----------------------------------------------------------------------------------------
 
+    def lease_store_args(self) -> list[str]:
+        """The daemon's flags that say where leases and the network config are (etcd, through the router)."""
+        return ["--etcd-endpoints", f"http://{SERVICE_IP}:2379", "--etcd-prefix", self.prefix]
+
     def daemon_args(self, node: Node) -> list[str]:
         args = [
             sys.executable, "-m", "flannel_alivpc",
-            "--etcd-endpoints", f"http://{SERVICE_IP}:2379",
-            "--etcd-prefix", self.prefix,
+            *self.lease_store_args(),
             "--iface", "eth0",
             "--subnet-file", str(node.subnet_file),
             "--writer-lock-ttl", str(self.writer_lock_ttl),
@@ -574,7 +649,7 @@ class DataplaneCluster(LocalCluster):
         command = [sys.executable, "-m", "flannel_alivpc.testbed.nsexec", node.netns, *self.daemon_args(node)]
         with open(node.log_path, "ab") as log:
             node.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.node_env(), start_new_session=True)
+                                            env={**self.node_env(), **node.env}, start_new_session=True)
         with _registry_lock:
             _processes.append(node.process)
 
@@ -632,23 +707,32 @@ class DataplaneCluster(LocalCluster):
     # -- a stock flanneld vxlan node, played by the test bed -----------------------------------------------------
 
     def add_stock_vxlan_node(self, hostname: str, subnet: IPv4Network, *, address: IPv4Interface | None = None,
-                             vtep_mac: str | None = None) -> DataplaneNode:
+                             vtep_mac: str | None = None, vpc: bool = False) -> DataplaneNode:
         """A node as stock flanneld (vxlan backend) would set it up: no daemon of ours runs there.
 
         Its lease is written in flanneld's exact format, its flannel.1 device made
         as flanneld makes it; ``program_stock_node`` then plays flanneld's
-        handleSubnetEvents from the other leases.
+        handleSubnetEvents from the other leases. On the classic network unless
+        ``vpc``: then it is an instance on the vSwitch (default route via the
+        vRouter), with no route table entry of its own.
         """
+        if vpc:
+            assert self.topology is not None and address is None
+            inst = self.emulator.state.create_instance(hostname=hostname, vswitch_id=self.topology.vswitch_id)
+            address, gateway = IPv4Interface(f"{inst.private_ip}/{VSWITCH_CIDR.prefixlen}"), VPC_GATEWAY.ip
+            instance_id = inst.instance_id
+        else:
+            gateway, instance_id = CLASSIC_GATEWAY.ip, ""
         taken = {n.address.ip for n in self.dp_nodes}
         if address is None:
             ip = next(h for n, h in enumerate(CLASSIC_CIDR.hosts()) if n >= 100 and h not in taken)
             address = IPv4Interface(f"{ip}/{CLASSIC_CIDR.prefixlen}")
-        netns, port = self._node_namespace(hostname, address, CLASSIC_GATEWAY.ip)
+        netns, port = self._node_namespace(hostname, address, gateway)
         workdir = self.workdir / hostname
         workdir.mkdir(parents=True, exist_ok=True)
         mac = vtep_mac or random_vtep_mac()
-        node = DataplaneNode(hostname, "", str(address.ip), workdir, netns=netns, network_type="stock",
-                             address=address, gateway=CLASSIC_GATEWAY.ip, port=port, stock_vtep=mac)
+        node = DataplaneNode(hostname, instance_id, str(address.ip), workdir, netns=netns, network_type="stock",
+                             address=address, gateway=gateway, port=port, stock_vtep=mac)
         self.nodes.append(node)
         self.dp_nodes.append(node)
         with Netlink(netns=netns) as nl:
@@ -659,14 +743,18 @@ class DataplaneCluster(LocalCluster):
                                                      mac, eth0.mtu - 50))
             nl.add_address(device.index, IPv4Interface(f"{subnet.network_address}/32"))
             nl.set_link(device.index, up=True)
-        node.subnet_file.write_text(f"FLANNEL_NETWORK={json.loads(self.network_config or '{}')['Network']}\n"
-                                    f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
-                                    f"FLANNEL_MTU={eth0.mtu - 50}\nFLANNEL_IPMASQ=false\n")
+        self._write_flanneld_subnet_env(node, subnet, eth0.mtu - 50)
         self.write_stock_lease(node, subnet)
         self.attach_pods(node)
         return node
 
-    def write_stock_lease(self, node: DataplaneNode, subnet: IPv4Network) -> str:
+    def _write_flanneld_subnet_env(self, node: DataplaneNode, subnet: IPv4Network, mtu: int) -> None:
+        """subnet.env as flanneld's WriteSubnetFile writes it (IPv4 only, no --ip-masq)."""
+        node.subnet_file.write_text(f"FLANNEL_NETWORK={json.loads(self.network_config or '{}')['Network']}\n"
+                                    f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
+                                    f"FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n")
+
+    def write_stock_lease(self, node: DataplaneNode, subnet: IPv4Network) -> None:
         """The lease flanneld writes: ``{"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan","BackendData":..}``."""
         assert node.stock_vtep is not None
         value = LeaseAttrs(public_ip=node.address.ip, backend_type="vxlan",
@@ -674,7 +762,13 @@ class DataplaneCluster(LocalCluster):
         with self.etcd_client() as etcd:
             lease_id = etcd.grant(24 * 3600)
             etcd.put(f"{self.prefix}/subnets/{subnet_key(subnet)}", value, lease_id=lease_id)
-        return value
+
+    def stock_view_of_leases(self) -> list[tuple[IPv4Network, LeaseAttrs]]:
+        """Every lease as a stock flanneld reads it: here the etcd registry's subnets."""
+        with self.etcd_client() as etcd:
+            kvs, _ = etcd.get_prefix(f"{self.prefix}/subnets/")
+        return [(IPv4Network(kv.key.rsplit("/", 1)[1].replace("-", "/")), parse_lease_value(kv.value))
+                for kv in kvs]
 
     def program_stock_node(self, node: DataplaneNode, *, direct_routing: bool = False) -> int:
         """flanneld's handleSubnetEvents on ``node`` for every other "vxlan" lease: neighbour, FDB, route.
@@ -684,16 +778,12 @@ class DataplaneCluster(LocalCluster):
         ``ip route get`` shows without a gateway gets only ``subnet via
         PublicIP`` instead. Returns the number of peers programmed.
         """
-        with self.etcd_client() as etcd:
-            kvs, _ = etcd.get_prefix(f"{self.prefix}/subnets/")
         own = IPv4Interface(node.subnet_env["FLANNEL_SUBNET"]).network
         count = 0
         with Netlink(netns=node.netns) as nl:
             device = nl.link(device_name(1))
             assert device is not None
-            for kv in kvs:
-                subnet = IPv4Network(kv.key.rsplit("/", 1)[1].replace("-", "/"))
-                attrs = parse_lease_value(kv.value)
+            for subnet, attrs in self.stock_view_of_leases():
                 if subnet == own or attrs.backend_type != "vxlan":
                     continue
                 mac = str(attrs.backend_field("VtepMAC"))
@@ -734,6 +824,28 @@ class DataplaneCluster(LocalCluster):
                 node.address = address
                 node.private_ip = str(address.ip)
         self.write_stock_lease(node, subnet)
+
+    # -- a node of flannel's own old ali-vpc backend (v0.8-v0.19), played by the test bed ------------------
+
+    def add_old_alivpc_node(self, hostname: str, subnet: IPv4Network) -> DataplaneNode:
+        """A VPC node as flanneld's ali-vpc backend left it; no daemon of ours runs there (yet).
+
+        Its bare lease and its unmarked route entry are what that backend made
+        (``cluster.join_as_old_flanneld``); its kernel holds only what the CNI
+        plugin built from flanneld's subnet.env: cni0 with the subnet's first
+        address, and pods. No VXLAN device: every other pod is reached through
+        the vRouter. ``start_node`` later runs our daemon there, as the rolling
+        upgrade's new DaemonSet pod.
+        """
+        node = self.add_vpc_node(hostname)
+        join_as_old_flanneld(self, node, str(subnet))
+        with Netlink(netns=node.netns) as nl:
+            eth0 = nl.link("eth0")
+            assert eth0 is not None
+        # The backend's SimpleNetwork: the interface's MTU, nothing encapsulated.
+        self._write_flanneld_subnet_env(node, subnet, eth0.mtu)
+        self.attach_pods(node)
+        return node
 
     # -- observation -----------------------------------------------------------------------------------------------
 
@@ -826,8 +938,8 @@ class DataplaneCluster(LocalCluster):
         finally:
             if self.router_sync is not None:
                 self.router_sync.stop()
-            if self._relay is not None:
-                self._relay.close()
+            for relay in self._relays:
+                relay.close()
             for node in self.dp_nodes:
                 for pod in node.pods:
                     if pod.echo is not None:
@@ -844,3 +956,96 @@ class DataplaneCluster(LocalCluster):
     def __enter__(self) -> DataplaneCluster:
         return self
 
+
+# -- kube mode -------------------------------------------------------------------------------------------------
+
+KUBE_API_PORT = 6443
+"""Where the router namespace relays the kube-apiserver stand-in, on SERVICE_IP."""
+FLANNEL_ANNOTATION = "flannel.alpha.coreos.com"
+"""The annotation prefix stock flanneld's kube subnet manager writes and reads (its default)."""
+
+
+class KubeDataplaneCluster(DataplaneCluster, KubeCluster):
+    """The data-plane test bed with the daemons in kube mode (``--kube-subnet-mgr``).
+
+    The kube-apiserver stand-in (RBAC enforced, see ``kube_cluster``) listens
+    on the host's loopback; the router namespace relays it on
+    SERVICE_IP:6443 in place of etcd. Each daemon gets a kubeconfig pointing
+    there with the service account's token, net-conf.json as a file and
+    NODE_NAME. The test bed plays the controller-manager: every node added
+    gets its Node with the next podCIDR. A stock flanneld node publishes its
+    lease as flanneld's kube subnet manager does, in its Node's annotations.
+    """
+
+    def _start_lease_store(self, config: str) -> None:
+        self.kube.start()
+        self.kube.write_kubeconfig(self.kubeconfig, token=self.token, namespace=NAMESPACE)
+        # The daemons reach the stand-in through the router's relay, not at its loopback address.
+        kubeconfig = json.loads(self.kubeconfig.read_text())
+        kubeconfig["clusters"][0]["cluster"]["server"] = f"http://{SERVICE_IP}:{KUBE_API_PORT}"
+        self.kubeconfig.write_text(json.dumps(kubeconfig))
+        self.net_conf.write_text(config)
+
+    def _service_relays(self) -> dict[int, tuple[str, int]]:
+        url = urlsplit(self.kube.url)
+        assert url.hostname is not None and url.port is not None
+        return {KUBE_API_PORT: (url.hostname, url.port)}
+
+    def lease_store_args(self) -> list[str]:
+        return ["--kube-subnet-mgr", "--kubeconfig-file", str(self.kubeconfig),
+                "--net-config-path", str(self.net_conf)]
+
+    def _add_node(self, hostname: str, instance_id: str, network_type: str, address: IPv4Interface,
+                  gateway: IPv4Address) -> DataplaneNode:
+        node = super()._add_node(hostname, instance_id, network_type, address, gateway)
+        node.env["NODE_NAME"] = hostname
+        self.add_kube_node(node, pod_cidr=self.next_pod_cidr())
+        return node
+
+    def release_lease(self, node: Node) -> None:
+        """The node is decommissioned: its Node is deleted (its lease goes with it)."""
+        if self.node_object(node) is not None:
+            self.delete_kube_node(node)
+
+    # -- a stock flanneld in kube mode ------------------------------------------------------------------------
+
+    def write_stock_lease(self, node: DataplaneNode, subnet: IPv4Network) -> None:
+        """The stock node's lease, as flanneld's kube subnet manager publishes it.
+
+        Its Node is made first if it has none (the controller-manager's part,
+        ``subnet`` as podCIDR); then flanneld's AcquireLease patches exactly
+        these four annotations through nodes/status.
+        """
+        assert node.stock_vtep is not None
+        if self.node_object(node) is None:
+            self.add_kube_node(node, pod_cidr=str(subnet))
+        annotations = {
+            f"{FLANNEL_ANNOTATION}/backend-data": f'{{"VNI":1,"VtepMAC":"{node.stock_vtep}"}}',
+            f"{FLANNEL_ANNOTATION}/backend-type": "vxlan",
+            f"{FLANNEL_ANNOTATION}/kube-subnet-manager": "true",
+            f"{FLANNEL_ANNOTATION}/public-ip": str(node.address.ip),
+        }
+
+        def publish(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["metadata"].setdefault("annotations", {}).update(annotations)
+            return obj
+
+        self.kube.write(self.kube.resource("v1", "nodes"), "", node.hostname, subresource="status", change=publish)
+
+    def stock_view_of_leases(self) -> list[tuple[IPv4Network, LeaseAttrs]]:
+        """Every Node's lease as flanneld's nodeToLease reads it (written out here, not our parser's)."""
+        leases = []
+        for obj in self.kube.objects("v1", "nodes"):
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            pod_cidr = (obj.get("spec") or {}).get("podCIDR")
+            if annotations.get(f"{FLANNEL_ANNOTATION}/kube-subnet-manager") != "true" or not pod_cidr:
+                continue
+            data = json.loads(annotations.get(f"{FLANNEL_ANNOTATION}/backend-data") or "null")
+            leases.append((IPv4Network(pod_cidr), LeaseAttrs(
+                public_ip=IPv4Address(annotations[f"{FLANNEL_ANNOTATION}/public-ip"]),
+                backend_type=annotations.get(f"{FLANNEL_ANNOTATION}/backend-type", ""),
+                backend_data=data)))
+        return leases
+
+    def __enter__(self) -> KubeDataplaneCluster:
+        return self
