@@ -975,6 +975,8 @@ class KubeDataplaneCluster(DataplaneCluster, KubeCluster):
     NODE_NAME. The test bed plays the controller-manager: every node added
     gets its Node with the next podCIDR. A stock flanneld node publishes its
     lease as flanneld's kube subnet manager does, in its Node's annotations.
+    Built with ``start_dataplane``, like its base (``KubeCluster.start`` is
+    the process-level cluster's).
     """
 
     def _start_lease_store(self, config: str) -> None:
