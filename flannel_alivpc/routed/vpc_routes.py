@@ -184,11 +184,18 @@ class TableWriter:
             self._stored = stored
             self._quota, self._queue = stored.quota, stored.subnets
 
-    def _publish(self, split: RouteSplit, desired: DesiredRoutes, actual: Mapping[str, RouteEntry]) -> None:
-        """Publish the overflow: the split's, plus leases leaving it whose entry is not Available yet."""
+    def _publish(self, split: RouteSplit, desired: DesiredRoutes, actual: Mapping[str, RouteEntry],
+                 refused: Collection[str]) -> None:
+        """Publish the overflow: the split's, plus leases leaving it whose entry is not Available yet.
+
+        A lease leaving the overflow whose entry the cloud refused for another
+        reason than the quota is not overflow any more: it is reported as any
+        refused entry is.
+        """
         entry_ready = {d for d, e in actual.items() if e.status == _SETTLED}
         still_moving = [subnet for subnet in self._queue
-                        if subnet in desired.routes and subnet not in split.overflow and str(subnet) not in entry_ready]
+                        if subnet in desired.routes and subnet not in split.overflow
+                        and str(subnet) not in entry_ready and str(subnet) not in refused]
         overflow = TableOverflow(tuple(still_moving) + split.overflow, self._quota)
         self.report.overflow = overflow
         if overflow == self._stored:
@@ -221,7 +228,7 @@ class TableWriter:
         while not self._stop.is_set():
             plan, split, desired = self._plan(actual.values())
             report.plan = plan
-            self._publish(split, desired, actual)
+            self._publish(split, desired, actual, refused)
             busy = [d for d, e in actual.items() if e.status != _SETTLED]
             if busy:
                 self._observe_settled(actual, busy)
@@ -362,7 +369,8 @@ class TableWriter:
     def _report_quota(self, report: TableReport, actual: Mapping[str, RouteEntry]) -> None:
         """A Warning when the table is full, naming the quota and how to raise it: once per change, not per pass."""
         overflow = report.overflow
-        if not overflow.subnets:
+        if not overflow.subnets or overflow.quota is None:
+            # No quota known to be reached: at most leases on their way back to the table.
             if self._warned is not None and self._warned.subnets:
                 log.info("%s: every lease has its route entry again; no node is reached over VXLAN for lack of "
                          "room", self.table_id)
