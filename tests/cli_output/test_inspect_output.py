@@ -107,17 +107,19 @@ def test_routes_as_a_table_wide_json_and_yaml(etcd_server: EtcdServer, emulator:
     summary, rest = text.split("\n", 1)
     assert summary == f"route table {topology.route_table_id}: 1 conflict, 1 missing"
     columns, rows = _table(rest.split("\n(", 1)[0])
-    assert columns == ["DESTINATION", "STATE", "LEASE INSTANCE", "NEXT HOP"]
+    assert columns == ["DESTINATION", "STATE", "PATH", "LEASE INSTANCE", "NEXT HOP"]
     by_destination = {row[0]: row for row in rows}
-    assert by_destination["10.244.1.0/24"] == ["10.244.1.0/24", "missing", leases[0], "-"]
-    assert by_destination["10.244.3.0/24"] == ["10.244.3.0/24", "conflict", leases[1], topology.instance_ids[2]]
+    # Neither has a path yet: no entry of ours, and no overflow was published.
+    assert by_destination["10.244.1.0/24"] == ["10.244.1.0/24", "missing", "-", leases[0], "-"]
+    assert by_destination["10.244.3.0/24"] == ["10.244.3.0/24", "conflict", "-", leases[1],
+                                               topology.instance_ids[2]]
     assert "(some entries need attention: -o wide shows why)" in rest
 
     wide_columns, wide_rows = _table(_run(etcd_server, emulator, topology, "routes", "-o", "wide").split("\n", 1)[1])
     assert wide_columns == [*columns, "ENTRY STATUS", "REASON"]
     wide = {row[0]: row for row in wide_rows}
-    assert wide["10.244.1.0/24"][4:] == ["-", "-"]  # no entry yet, nothing to explain
-    assert wide["10.244.3.0/24"][4] == "Available" and len(wide["10.244.3.0/24"][5]) > 10
+    assert wide["10.244.1.0/24"][5:] == ["-", "-"]  # no entry yet, nothing to explain
+    assert wide["10.244.3.0/24"][5] == "Available" and len(wide["10.244.3.0/24"][6]) > 10
 
     as_json = json.loads(_run(etcd_server, emulator, topology, "routes", "-o", "json"))
     as_yaml = yaml.safe_load(_run(etcd_server, emulator, topology, "routes", "-o", "yaml"))
