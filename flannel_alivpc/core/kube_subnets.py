@@ -32,6 +32,26 @@ DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
 _PREFIX_FORMAT = re.compile(r"(?:[a-z0-9_-]+\.)+[a-z0-9_-]+/(?:[a-z0-9_-]+-)?$")
 
 
+EVENT_NAMESPACE = "default"
+"""Where Events about Nodes (cluster-scoped) are created, as the kubelet's are."""
+
+# What the route daemon's service account may do in kube mode, and nothing else: the manifests'
+# ClusterRole and Roles are rendered from these, and the kube-mode tests hold the daemons to them.
+RBAC_CLUSTER_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+)
+"""Cluster-wide: read the Nodes (everyone's lease), patch this node's annotations and conditions."""
+RBAC_NAMESPACE_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+)
+"""In the daemon's own namespace: the writer Leases and the cluster id."""
+RBAC_EVENT_RULES: tuple[dict[str, list[str]], ...] = (
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+)
+"""In ``EVENT_NAMESPACE``: Warning Events about Nodes (refused routes, malformed annotations)."""
+
+
 @dataclass(frozen=True)
 class FlannelAnnotations:
     kube_subnet_manager: str

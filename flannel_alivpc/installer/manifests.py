@@ -18,15 +18,21 @@ What runs where:
   taint, system-node-critical; labelled ``app: flannel``/``k8s-app: flannel``
   as upstream's pods are, beside the recommended labels. Init containers put
   the flannel CNI plugin in /opt/cni/bin and the conflist in /etc/cni/net.d.
-  It reaches the cluster's etcd at the address and with the client
-  certificate in the Secret ``flannel-alivpc-etcd``, and the cloud with the
-  access key in the Secret ``flannel-alivpc-credentials`` (optional: without
-  it, the instance's RAM role).
-* ConfigMap ``flannel-alivpc-config``: the CNI conflist only. The subnet
-  manager is etcd (``SUBNET_MANAGERS``), so the daemon reads net-conf.json
-  from etcd (``<prefix>/config``), never from a ConfigMap; net-conf-*.json are
-  the values to put there (the installer does). Another subnet manager (the
-  Kubernetes API) would add net-conf.json to this ConfigMap and mount it.
+  It reaches the cloud with the access key in the Secret
+  ``flannel-alivpc-credentials`` (optional: without it, the instance's RAM
+  role). Two subnet managers (``SUBNET_MANAGERS``):
+
+  - ``kube``, the default (``flannel-alivpc.yaml``): ``--kube-subnet-mgr``,
+    the Nodes' podCIDRs are the leases; NODE_NAME/POD_NAMESPACE from the
+    downward API; the service-account token with exactly ``daemon_rbac()``;
+  - ``etcd`` (``flannel-alivpc-etcd.yaml``): the leases in etcd, at the
+    address and with the client certificate in the Secret
+    ``flannel-alivpc-etcd``; no service-account token at all.
+* ConfigMap ``flannel-alivpc-config``: the CNI conflist and, in kube mode,
+  net-conf.json (mounted at /etc/kube-flannel as kube-flannel.yml does). In
+  etcd mode the daemon reads net-conf.json from etcd (``<prefix>/config``),
+  never from a ConfigMap, and the ConfigMap says so; net-conf-*.json are the
+  values to put there (the installer does).
 * Deployment ``flannel-alivpc-slb-controller``: ``flannel-alivpc slb-controller``
   on a control-plane node, with its ServiceAccount and RBAC.
 * The RAM policy in ram-policy.json.
@@ -40,7 +46,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,7 @@ import yaml
 
 from flannel_alivpc import __version__
 from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.core.kube_subnets import EVENT_NAMESPACE, RBAC_CLUSTER_RULES, RBAC_EVENT_RULES, RBAC_NAMESPACE_RULES
 from flannel_alivpc.core.network import DEFAULT_PREFIX
 from flannel_alivpc.installer.ram import render_ram_policy
 
@@ -84,7 +91,9 @@ SECRET_KEY_SECRET = "access-key-secret"
 ETCD_ENDPOINTS_KEY = "endpoints"
 """The etcd Secret's key holding the etcd URLs (comma-separated), beside ca.crt, tls.crt and tls.key."""
 BACKENDS = ("ali-vpc", "vxlan")
-SUBNET_MANAGERS = ("etcd",)
+SUBNET_MANAGERS = ("kube", "etcd")
+"""``kube`` (the default: leases are the Nodes' podCIDRs, flanneld's --kube-subnet-mgr) or ``etcd``."""
+NET_CONF_DIR = "/etc/kube-flannel"
 """Where the daemons keep their leases and read the network config; each renders its own daemon wiring."""
 UPSTREAM_LABELS = {"app": "flannel", "k8s-app": "flannel", "tier": "node"}
 """kube-flannel.yml's labels: selectors, dashboards and runbooks written for flannel find these pods."""
@@ -115,7 +124,7 @@ class ManifestValues:
     pod_cidr: str = DEFAULT_POD_CIDR
     backend: str = "ali-vpc"
     """With ``pod_cidr``, the network config: in etcd mode it lives in etcd (net-conf-*.json), not here."""
-    subnet_manager: str = "etcd"
+    subnet_manager: str = "kube"
     etcd_prefix: str = DEFAULT_PREFIX
     healthz_port: int = HEALTHZ_PORT
 
@@ -192,24 +201,33 @@ def _check_subnet_manager(values: ManifestValues) -> None:
 def configmap(values: ManifestValues) -> dict[str, Any]:
     _check_subnet_manager(values)
     meta = _meta(CONFIG_MAP_NAME, upstream=True)
-    # The etcd subnet manager reads net-conf.json from etcd: a copy here would be a second,
-    # silently ignored source of truth, so there is none and the ConfigMap says where it is.
-    meta["annotations"] = {"flannel-alivpc.io/network-config": f"read from etcd at {values.etcd_prefix}/config, "
-                                                               f"not from this ConfigMap"}
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": meta,
-        "data": {"cni-conf.json": json.dumps(cni_conflist(), indent=2) + "\n"},
-    }
+    data = {"cni-conf.json": json.dumps(cni_conflist(), indent=2) + "\n"}
+    if values.subnet_manager == "kube":
+        # As kube-flannel.yml: net-conf.json beside the CNI config, mounted at /etc/kube-flannel.
+        data["net-conf.json"] = net_conf_json(values.pod_cidr, values.backend)
+    else:
+        # The etcd subnet manager reads net-conf.json from etcd: a copy here would be a second,
+        # silently ignored source of truth, so there is none and the ConfigMap says where it is.
+        meta["annotations"] = {"flannel-alivpc.io/network-config": f"read from etcd at {values.etcd_prefix}/config, "
+                                                                   f"not from this ConfigMap"}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
 def daemon_args(values: ManifestValues) -> list[str]:
-    return ["--ip-masq", "--healthz-ip", HEALTHZ_IP, "--healthz-port", str(values.healthz_port)]
+    mode = ["--kube-subnet-mgr"] if values.subnet_manager == "kube" else []
+    return ["--ip-masq", *mode, "--healthz-ip", HEALTHZ_IP, "--healthz-port", str(values.healthz_port)]
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def daemon_env(values: ManifestValues) -> list[dict[str, Any]]:
     _check_subnet_manager(values)
+    if values.subnet_manager == "kube":
+        # The downward API, as kube-flannel.yml: which Node this is, and the namespace of the writer Leases.
+        return [_field_env("POD_NAME", "metadata.name"), _field_env("POD_NAMESPACE", "metadata.namespace"),
+                _field_env("NODE_NAME", "spec.nodeName"), *_key_env()]
     endpoints = {"secretKeyRef": {"name": ETCD_SECRET, "key": ETCD_ENDPOINTS_KEY}}
     return [
         {"name": "FLANNELD_ETCD_ENDPOINTS", "valueFrom": endpoints},
@@ -224,6 +242,7 @@ def daemon_env(values: ManifestValues) -> list[dict[str, Any]]:
 def daemonset(values: ManifestValues) -> dict[str, Any]:
     # The selector is immutable once applied: it stays the recommended label alone.
     selector = {"app.kubernetes.io/name": DAEMON_NAME}
+    kube = values.subnet_manager == "kube"
     probe = {"httpGet": {"host": HEALTHZ_IP, "path": "/healthz", "port": values.healthz_port}}
     return {
         "apiVersion": "apps/v1",
@@ -238,7 +257,8 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
                     "hostNetwork": True,
                     "priorityClassName": "system-node-critical",
                     "serviceAccountName": DAEMON_NAME,
-                    "automountServiceAccountToken": False,
+                    # Only kube mode talks to the API server; an etcd-mode pod holds no token at all.
+                    "automountServiceAccountToken": kube,
                     "nodeSelector": {"kubernetes.io/os": "linux"},
                     # Every taint, NoExecute included: pod networking must come up on every node.
                     "tolerations": [{"operator": "Exists"}],
@@ -255,11 +275,11 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
                             "name": "install-cni",
                             "image": values.image,
                             "command": ["cp"],
-                            "args": ["-f", "/etc/kube-flannel/cni-conf.json", CNI_CONFLIST],
+                            "args": ["-f", f"{NET_CONF_DIR}/cni-conf.json", CNI_CONFLIST],
                             "securityContext": _hardened(root=True),
                             "volumeMounts": [
                                 {"name": "cni-conf", "mountPath": "/etc/cni/net.d"},
-                                {"name": "flannel-cfg", "mountPath": "/etc/kube-flannel", "readOnly": True},
+                                {"name": "flannel-cfg", "mountPath": NET_CONF_DIR, "readOnly": True},
                             ],
                         },
                     ],
@@ -276,7 +296,8 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
                                            "periodSeconds": 10},
                         "volumeMounts": [
                             {"name": "run-flannel", "mountPath": SUBNET_DIR},
-                            {"name": "etcd-certs", "mountPath": ETCD_CERT_DIR, "readOnly": True},
+                            {"name": "flannel-cfg", "mountPath": NET_CONF_DIR, "readOnly": True} if kube
+                            else {"name": "etcd-certs", "mountPath": ETCD_CERT_DIR, "readOnly": True},
                             {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
                         ],
                     }],
@@ -286,7 +307,8 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
                         {"name": "cni-conf", "hostPath": {"path": "/etc/cni/net.d", "type": "DirectoryOrCreate"}},
                         {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
                         {"name": "flannel-cfg", "configMap": {"name": CONFIG_MAP_NAME}},
-                        {"name": "etcd-certs", "secret": {"secretName": ETCD_SECRET, "defaultMode": 0o400}},
+                        *([] if kube else [
+                            {"name": "etcd-certs", "secret": {"secretName": ETCD_SECRET, "defaultMode": 0o400}}]),
                     ],
                 },
             },
@@ -294,8 +316,37 @@ def daemonset(values: ManifestValues) -> dict[str, Any]:
     }
 
 
+def _binding(kind: str, name: str, account: str, namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": _labels(account)}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding", "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]}
+
+
+def daemon_rbac() -> list[dict[str, Any]]:
+    """The route daemon's rights in kube mode, and no more (core.kube_subnets RBAC_*):
+
+    a ClusterRole for the Nodes, a Role for Leases in its own namespace, a Role
+    for Events in the namespace Events about Nodes go to.
+    """
+    objects: list[dict[str, Any]] = []
+    for kind, namespace, rules in (("ClusterRole", None, RBAC_CLUSTER_RULES),
+                                   ("Role", NAMESPACE, RBAC_NAMESPACE_RULES),
+                                   ("Role", EVENT_NAMESPACE, RBAC_EVENT_RULES)):
+        meta: dict[str, Any] = {"name": DAEMON_NAME, "labels": _labels(DAEMON_NAME)}
+        if namespace:
+            meta["namespace"] = namespace
+        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+                        "rules": [dict(rule) for rule in rules]})
+        objects.append(_binding(kind, DAEMON_NAME, DAEMON_NAME, namespace))
+    return objects
+
+
 def rbac() -> list[dict[str, Any]]:
-    """ServiceAccounts, and the SLB controller's ClusterRole (the daemon needs no API access)."""
+    """ServiceAccounts, the route daemon's rights (used in kube mode only), the SLB controller's ClusterRole."""
+    # The token is mounted by the DaemonSet in kube mode only (automountServiceAccountToken there).
     daemon_account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(DAEMON_NAME),
                       "automountServiceAccountToken": False}
     slb_account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(SLB_NAME)}
@@ -333,7 +384,7 @@ def rbac() -> list[dict[str, Any]]:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SLB_NAME},
         "subjects": [{"kind": "ServiceAccount", "name": SLB_NAME, "namespace": NAMESPACE}],
     }
-    return [daemon_account, slb_account, role, binding, election_role, election_binding]
+    return [daemon_account, *daemon_rbac(), slb_account, role, binding, election_role, election_binding]
 
 
 def slb_args() -> list[str]:
@@ -444,16 +495,25 @@ _REGENERATE = "Generated by flannel_alivpc.installer.manifests: regenerate with 
 def repository_files(values: ManifestValues | None = None) -> dict[str, str]:
     """File name -> content of everything in manifests/ (README.md aside)."""
     v = values or ManifestValues()
+    etcd_mode = replace(v, subnet_manager="etcd")
     return {
         "rbac.yaml": dump_yaml(rbac(), [
-            "ServiceAccounts and RBAC. The route daemon needs no Kubernetes API access;",
-            "the SLB controller watches Services, Nodes and EndpointSlices and holds a leader Lease.",
+            "ServiceAccounts and RBAC. The route daemon (kube mode): read Nodes, patch nodes/status, Leases in",
+            f"{NAMESPACE}, Events in {EVENT_NAMESPACE}; nothing else. The SLB controller watches Services, Nodes",
+            "and EndpointSlices and holds a leader Lease.",
             _REGENERATE]),
         "flannel-alivpc.yaml": dump_yaml([configmap(v), daemonset(v)], [
-            "The route daemon on every node, and its CNI config. Before applying it, put the network config",
-            f"into etcd at {v.etcd_prefix}/config (net-conf-alivpc.json or net-conf-vxlan.json) and create the",
-            f"Secret {ETCD_SECRET}: {ETCD_ENDPOINTS_KEY} (the etcd URLs), ca.crt, tls.crt, tls.key (a client",
-            f"certificate); unless the nodes have a RAM role, also {CREDENTIALS_SECRET} (manifests/README.md).",
+            "The route daemon on every node (--kube-subnet-mgr: each Node's podCIDR is its lease, as with",
+            "kube-flannel.yml), its CNI config and net-conf.json. The cluster must assign podCIDRs",
+            f"(kube-controller-manager --allocate-node-cidrs, --cluster-cidr = the Network, here {v.pod_cidr}).",
+            f"Unless the nodes have a RAM role, create the Secret {CREDENTIALS_SECRET} first (manifests/README.md).",
+            _REGENERATE]),
+        "flannel-alivpc-etcd.yaml": dump_yaml([configmap(etcd_mode), daemonset(etcd_mode)], [
+            "The route daemon with leases in etcd (flannel's etcd subnet manager). Before applying it, put the",
+            f"network config into etcd at {v.etcd_prefix}/config (net-conf-alivpc.json or net-conf-vxlan.json) and",
+            f"create the Secret {ETCD_SECRET}: {ETCD_ENDPOINTS_KEY} (the etcd URLs), ca.crt, tls.crt, tls.key (a",
+            "client certificate of a user confined to the prefix: installer/etcd_access.py); unless the nodes",
+            f"have a RAM role, also {CREDENTIALS_SECRET} (manifests/README.md).",
             _REGENERATE]),
         "slb-controller.yaml": dump_yaml([slb_deployment(v)], [
             "The SLB controller: Services of type LoadBalancer -> Alibaba Cloud SLB.", _REGENERATE]),

@@ -48,7 +48,7 @@ OUTPUT_FORMATS = ("table", "wide", "json", "yaml")
 
 def load_leases(source: LeaseSource, timeout: float = 10.0) -> LeaseSnapshot:
     """One complete view of the leases (the daemon's watcher, stopped after its first sync)."""
-    source.start_watching(lambda: None)
+    source.start_watching(lambda: None, expirations=True)
     if not source.wait_in_sync(timeout):
         raise ConfigError(f"could not list the leases from {source.description} within {timeout:.0f}s; "
                           f"is it reachable?")

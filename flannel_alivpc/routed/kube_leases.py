@@ -39,6 +39,7 @@ from flannel_alivpc.clients.kube import KubeClient
 from flannel_alivpc.core.errors import ConfigError, LeaseLost
 from flannel_alivpc.core.kube import NETWORK_UNAVAILABLE, KubeError, KubeGone, Node
 from flannel_alivpc.core.kube_subnets import (
+    EVENT_NAMESPACE,
     FlannelAnnotations,
     check_pod_cidr,
     ipv4_pod_cidr,
@@ -66,24 +67,7 @@ ROUTE_STATE_ANNOTATION = "flannel-alivpc.io/route-state"
 OVERFLOW_ANNOTATION = "flannel-alivpc.io/route-overflow"
 OVERFLOW_CHECK = 0.5
 """Seconds between looks at the writer Leases as last read (local: no request is made)."""
-EVENT_NAMESPACE = "default"
 COMPONENT = "flannel-alivpc"
-
-
-# What the DaemonSet's service account may do in kube mode, and nothing else (the manifests'
-# ClusterRole and Roles are rendered from these; the tests enforce them on the API stand-in).
-RBAC_CLUSTER_RULES: tuple[dict[str, list[str]], ...] = (
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
-)
-RBAC_NAMESPACE_RULES: tuple[dict[str, list[str]], ...] = (
-    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-)
-"""In the daemon's own namespace: the writer Leases and the cluster id."""
-RBAC_EVENT_RULES: tuple[dict[str, list[str]], ...] = (
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-)
-"""In ``EVENT_NAMESPACE``, where Events about Nodes live."""
 
 
 class NodeNameMissing(ConfigError):
@@ -96,8 +80,34 @@ def writer_lease_name(table_id: str) -> str:
     return f"flannel-alivpc-writer-{table_id}"
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """What one Node means for the leases: a lease, a problem (with the subnet to protect), or nothing."""
+
+    lease: Lease | None = None
+    problem: str = ""
+    protected: IPv4Network | None = None
+
+
+def _parse(node: Node, names: FlannelAnnotations) -> _Parsed:
+    try:
+        return _Parsed(lease=node_lease(node, names))
+    except ValueError as error:
+        try:
+            subnet = ipv4_pod_cidr(node)
+        except ValueError:
+            subnet = None
+        return _Parsed(problem=str(error), protected=subnet)
+
+
 class NodeWatcher:
-    """Every Node, from one list and then one resumed watch; the lease snapshot derived from them."""
+    """Every Node, from one list and then one resumed watch; the lease snapshot derived from them.
+
+    Each Node is parsed once per change. Only a change of what a Node means
+    for the leases (upstream's rule: backend type, backend data, public IP,
+    and here the podCIDR) counts as a change: status updates such as the
+    conditions the writers set, or the kubelet's, wake nobody.
+    """
 
     def __init__(self, kube: KubeClient, names: FlannelAnnotations, on_change: Callable[[], None],
                  on_malformed: Callable[[Node, str], None]) -> None:
@@ -107,12 +117,12 @@ class NodeWatcher:
         self._on_malformed = on_malformed
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
+        self._parsed: dict[str, _Parsed] = {}
         self._synced = threading.Event()
         self._connected = False
         self._revision = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-watcher", daemon=True)
-        self._reported: dict[str, str] = {}
         self._snapshot: LeaseSnapshot | None = None
         self.lists = 0
         self.watches = 0
@@ -138,36 +148,26 @@ class NodeWatcher:
             return list(self._nodes.values())
 
     def snapshot(self) -> LeaseSnapshot:
-        """The leases the Nodes publish; parsed once per change, not once per reader."""
         with self._lock:
             cached = self._snapshot
             if cached is not None and cached.revision == self._revision and cached.connected == self._connected \
                     and cached.in_sync == self._synced.is_set():
                 return cached
-            nodes = sorted(self._nodes.values(), key=lambda n: n.meta.name)
-            connected, revision = self._connected, self._revision
-        leases: dict[IPv4Network, Lease] = {}
-        malformed: dict[str, str] = {}
-        by_subnet: dict[IPv4Network, str] = {}
-        for node in nodes:
-            try:
-                lease = node_lease(node, self._names)
-            except ValueError as error:
-                malformed[f"node/{node.meta.name}"] = str(error)
-                try:
-                    subnet = ipv4_pod_cidr(node)
-                except ValueError:
-                    subnet = None
-                if subnet is not None:
-                    by_subnet[subnet] = str(error)
-                continue
-            if lease is not None:
-                leases.setdefault(lease.subnet, lease)
-        snapshot = LeaseSnapshot(leases=leases, malformed=malformed, revision=revision,
-                                 in_sync=self._synced.is_set(), malformed_by_subnet=by_subnet, connected=connected)
-        with self._lock:
-            self._snapshot = snapshot
-        return snapshot
+            leases: dict[IPv4Network, Lease] = {}
+            malformed: dict[str, str] = {}
+            by_subnet: dict[IPv4Network, str] = {}
+            for name in sorted(self._parsed):
+                parsed = self._parsed[name]
+                if parsed.lease is not None:
+                    leases.setdefault(parsed.lease.subnet, parsed.lease)
+                elif parsed.problem:
+                    malformed[f"node/{name}"] = parsed.problem
+                    if parsed.protected is not None:
+                        by_subnet[parsed.protected] = parsed.problem
+            self._snapshot = LeaseSnapshot(leases=leases, malformed=malformed, revision=self._revision,
+                                           in_sync=self._synced.is_set(), malformed_by_subnet=by_subnet,
+                                           connected=self._connected)
+            return self._snapshot
 
     def _run(self) -> None:
         backoff = BACKOFF_INITIAL
@@ -205,39 +205,46 @@ class NodeWatcher:
     def _relist(self) -> str:
         nodes, version = self._kube.list_nodes()
         self.lists += 1
+        parsed = {n.meta.name: _parse(n, self._names) for n in nodes}
         with self._lock:
+            problems = [(n, parsed[n.meta.name].problem) for n in nodes
+                        if parsed[n.meta.name].problem and self._parsed.get(n.meta.name) != parsed[n.meta.name]]
             self._nodes = {n.meta.name: n for n in nodes}
+            self._parsed = parsed
             self._revision += 1
             self._connected = True
         self._synced.set()
-        for node in nodes:
-            self._check(node)
+        for node, problem in problems:
+            self._report(node, problem)
         self._notify()
         return version
 
     def _apply(self, kind: str, node: Node) -> None:
+        name = node.meta.name
+        parsed = _Parsed() if kind == "DELETED" else _parse(node, self._names)
         with self._lock:
             if kind == "DELETED":
-                self._nodes.pop(node.meta.name, None)
+                self._nodes.pop(name, None)
             else:
-                self._nodes[node.meta.name] = node
-            self._revision += 1
+                self._nodes[name] = node
+            previous = self._parsed.get(name)
+            changed = previous != parsed
+            if kind == "DELETED":
+                self._parsed.pop(name, None)
+            else:
+                self._parsed[name] = parsed
+            if changed:
+                self._revision += 1
             self._connected = True
-        if kind != "DELETED":
-            self._check(node)
-        self._notify()
+        if changed:
+            if parsed.problem:
+                self._report(node, parsed.problem)
+            self._notify()
 
-    def _check(self, node: Node) -> None:
-        """One Warning per change of a Node's annotation problem."""
-        try:
-            node_lease(node, self._names)
-            problem = ""
-        except ValueError as error:
-            problem = str(error)
-        if problem and self._reported.get(node.meta.name) != problem:
-            log.warning("skipping peer %s: %s", node.meta.name, problem)
-            self._on_malformed(node, problem)
-        self._reported[node.meta.name] = problem
+    def _report(self, node: Node, problem: str) -> None:
+        """One Warning per change of a Node's annotation problem (the caller checks it changed)."""
+        log.warning("skipping peer %s: %s", node.meta.name, problem)
+        self._on_malformed(node, problem)
 
     def _set_connected(self, connected: bool) -> None:
         with self._lock:
@@ -251,6 +258,13 @@ class NodeWatcher:
             self._on_change()
         except Exception:
             log.exception("lease change callback failed")
+
+
+def _version(node: Node) -> int:
+    try:
+        return int(node.meta.resource_version)
+    except ValueError:
+        return 0
 
 
 @dataclass
@@ -279,6 +293,8 @@ class KubeLeaseSource:
         self._locks: dict[str, KubeLeaseLock] = {}
         self._own: Lease | None = None
         self._verdicts: dict[str, _NodeVerdict] = {}
+        self._written: dict[str, int] = {}
+        """Node -> the resourceVersion our last condition patch produced."""
         self._tables: dict[str, dict[str, str]] = {}
         self._report_lock = threading.Lock()
         self._overflow: dict[str, tuple[str, TableOverflow]] = {}
@@ -375,7 +391,8 @@ class KubeLeaseSource:
         self._own = Lease(subnet=subnet, attrs=attrs)
         return self._own
 
-    def start_watching(self, on_change: Callable[[], None]) -> None:
+    def start_watching(self, on_change: Callable[[], None], *, expirations: bool = False) -> None:
+        """A Node lease does not expire: ``expirations`` changes nothing."""
         self._on_change = on_change
         self._ensure_watching()
         threading.Thread(target=self._follow_overflow, name="overflow-follower", daemon=True).start()
@@ -495,20 +512,23 @@ class KubeLeaseSource:
 
     def _set_condition(self, node: Node, verdict: _NodeVerdict) -> None:
         current = node.conditions.get(NETWORK_UNAVAILABLE)
+        previous = self._verdicts.get(node.meta.name)
         if current is not None and (current.status, current.reason, current.message) == (
                 verdict.status, verdict.reason, verdict.message):
             self._verdicts[node.meta.name] = verdict
             return
+        if previous == verdict and _version(node) <= self._written.get(node.meta.name, 0):
+            return  # our own write, not yet seen by the watch: writing it again would only echo
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         condition = {"type": NETWORK_UNAVAILABLE, "status": verdict.status, "reason": verdict.reason,
                      "message": verdict.message, "lastTransitionTime": now, "lastHeartbeatTime": now}
         try:
-            self.kube.patch_node_status(node.meta.name, {"status": {"conditions": [condition]}})
+            written = self.kube.patch_node_status(node.meta.name, {"status": {"conditions": [condition]}})
         except KubeError as error:
             log.warning("cannot set %s on node %s: %s (retried at the next pass)", NETWORK_UNAVAILABLE,
                         node.meta.name, error)
             return
-        previous = self._verdicts.get(node.meta.name)
+        self._written[node.meta.name] = _version(written)
         self._verdicts[node.meta.name] = verdict
         log.info("node %s: %s=%s (%s)", node.meta.name, NETWORK_UNAVAILABLE, verdict.status, verdict.reason)
         if verdict.status == "True" and (previous is None or previous.message != verdict.message):

@@ -67,8 +67,12 @@ class LeaseSource(Protocol):
         """Take (or reuse) this node's lease and publish ``attrs`` on it."""
         ...
 
-    def start_watching(self, on_change: Callable[[], None]) -> None:
-        """Follow every lease; ``on_change`` only marks work as due."""
+    def start_watching(self, on_change: Callable[[], None], *, expirations: bool = False) -> None:
+        """Follow every lease; ``on_change`` only marks work as due.
+
+        ``expirations``: also learn when each lease expires (``leases`` shows it;
+        the daemon does not need it, and in etcd it costs a call per lease).
+        """
         ...
 
     def snapshot(self) -> LeaseSnapshot: ...
@@ -249,13 +253,13 @@ class EtcdLeaseSource:
                                      self.config.renew_margin_minutes * 60.0)
         return self._manager.acquire()
 
-    def start_watching(self, on_change: Callable[[], None]) -> None:
+    def start_watching(self, on_change: Callable[[], None], *, expirations: bool = False) -> None:
         def changed() -> None:
             on_change()
             if self._manager is not None:
                 self._manager.wake()
 
-        self._watcher = LeaseWatcher(self.etcd, self.prefix, changed, fetch_expirations=False).start()
+        self._watcher = LeaseWatcher(self.etcd, self.prefix, changed, fetch_expirations=expirations).start()
         self._overflow = OverflowWatcher(self.etcd, self.prefix, on_change).start()
 
     def snapshot(self) -> LeaseSnapshot:

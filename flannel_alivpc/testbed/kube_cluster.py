@@ -4,7 +4,8 @@ route daemons run with ``--kube-subnet-mgr``, each the real daemon in its own pr
 The test plays the controller-manager: it creates each Node with a podCIDR
 (or without, to assign it late) and deletes Nodes. Every daemon talks to the
 API server with one service-account token whose rights are exactly the RBAC
-rules the manifests grant, so a request outside them is refused with 403.
+rules the rendered manifests bind to the DaemonSet's account, so a request
+outside them is refused with 403.
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ from typing import Any
 
 from flannel_alivpc.core.kube_subnets import DEFAULT_ANNOTATION_PREFIX
 from flannel_alivpc.emulator.server import Topology
-from flannel_alivpc.routed.kube_leases import (
-    EVENT_NAMESPACE,
-    RBAC_CLUSTER_RULES,
-    RBAC_EVENT_RULES,
-    RBAC_NAMESPACE_RULES,
-)
+from flannel_alivpc.installer import manifests
 from flannel_alivpc.testbed.cluster import DEFAULT_NETWORK_CONFIG, LocalCluster, Node
 from flannel_alivpc.testbed.kube_apiserver import KubeApiServer, PolicyRule
 
@@ -31,11 +27,16 @@ NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:flannel-alivpc"
 
 
-def daemon_permissions(namespace: str = NAMESPACE) -> list[PolicyRule]:
-    """The DaemonSet's RBAC, as the stand-in enforces it."""
-    return ([PolicyRule.from_manifest(dict(r)) for r in RBAC_CLUSTER_RULES]
-            + [PolicyRule.from_manifest(dict(r), namespace) for r in RBAC_NAMESPACE_RULES]
-            + [PolicyRule.from_manifest(dict(r), EVENT_NAMESPACE) for r in RBAC_EVENT_RULES])
+def daemon_permissions() -> list[PolicyRule]:
+    """The rules the rendered manifests bind to the DaemonSet's service account, as the stand-in enforces them."""
+    objects = manifests.daemon_rbac()
+    bound = {(o["roleRef"]["kind"], o["roleRef"]["name"], o["metadata"].get("namespace")) for o in objects
+             if o["kind"].endswith("Binding")
+             and any(s["name"] == manifests.DAEMON_NAME for s in o["subjects"])}
+    return [PolicyRule.from_manifest(rule, o["metadata"].get("namespace"))
+            for o in objects if o["kind"] in ("Role", "ClusterRole")
+            and (o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) in bound
+            for rule in o["rules"]]
 
 
 class KubeCluster(LocalCluster):

@@ -15,6 +15,7 @@ import yaml
 
 from flannel_alivpc import __version__, cli
 from flannel_alivpc.clients.credentials import credentials_from_env
+from flannel_alivpc.core.kube_subnets import EVENT_NAMESPACE, RBAC_CLUSTER_RULES, RBAC_EVENT_RULES, RBAC_NAMESPACE_RULES
 from flannel_alivpc.core.network import parse_network_config
 from flannel_alivpc.installer import manifests
 from flannel_alivpc.installer.options import DEFAULT_KUBERNETES_VERSION, MIN_KUBERNETES_MINOR
@@ -159,18 +160,19 @@ def test_the_daemonset_carries_upstream_flannels_labels() -> None:
 
 
 def test_in_etcd_mode_the_configmap_holds_no_network_config() -> None:
-    config_map, ds = documents("flannel-alivpc.yaml")
+    config_map, ds = documents("flannel-alivpc-etcd.yaml")
     assert set(config_map["data"]) == {"cni-conf.json"}  # net-conf.json lives in etcd, read from there only
     assert config_map["metadata"]["annotations"]["flannel-alivpc.io/network-config"] == \
         "read from etcd at /coreos.com/network/config, not from this ConfigMap"
     (daemon,) = ds["spec"]["template"]["spec"]["containers"]
     assert "flannel-cfg" not in {m["name"] for m in daemon["volumeMounts"]}
-    with pytest.raises(ValueError, match="unknown subnet manager 'kube'"):
-        manifests.configmap(manifests.ManifestValues(subnet_manager="kube"))
+    with pytest.raises(ValueError, match="unknown subnet manager 'consul'"):
+        manifests.configmap(manifests.ManifestValues(subnet_manager="consul"))
+    assert ds["spec"]["template"]["spec"]["automountServiceAccountToken"] is False  # no API token in etcd mode
 
 
 def test_the_daemon_flags_env_and_ports_are_the_daemons() -> None:
-    ds = kind("flannel-alivpc.yaml", "DaemonSet")
+    ds = kind("flannel-alivpc-etcd.yaml", "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     (daemon,) = pod["containers"]
     plain_env = {e["name"]: e["value"] for e in daemon["env"] if "value" in e}
@@ -202,6 +204,42 @@ def test_the_daemon_flags_env_and_ports_are_the_daemons() -> None:
     assert credentials_from_env(key_env) is not None  # the names the credential code reads
 
 
+def test_kube_mode_is_the_default_in_kube_flannels_conventions() -> None:
+    """net-conf.json from the ConfigMap at the daemon's default path, the downward API, exactly the RBAC it needs."""
+    config_map, ds = documents("flannel-alivpc.yaml")
+    pod = ds["spec"]["template"]["spec"]
+    (daemon,) = pod["containers"]
+    env = {e["name"]: e for e in daemon["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert not any(name.startswith("FLANNELD_ETCD") for name in env)
+    args = cli.build_parser(env={}).parse_args(daemon["args"])
+    config = config_from_args(args, env={"NODE_NAME": "node-1", "POD_NAMESPACE": "kube-system"})
+    assert config.kube_subnet_mgr is True and config.ip_masq is True and config.iptables_forward_rules is True
+    # The daemon's default --net-config-path is where the ConfigMap's net-conf.json is mounted.
+    mounts = {m["mountPath"]: m["name"] for m in daemon["volumeMounts"]}
+    net_conf = Path(config.net_config_path)
+    assert mounts[str(net_conf.parent)] == "flannel-cfg"
+    network = parse_network_config(config_map["data"][net_conf.name])
+    assert network.backend_type == "ali-vpc"
+    assert pod["automountServiceAccountToken"] is True
+    assert "etcd-certs" not in {v["name"] for v in pod["volumes"]}
+    # RBAC: what is bound to the daemon's account is exactly what the kube-mode code needs.
+    rbac = documents("rbac.yaml")
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+             for b in rbac if b["kind"].endswith("Binding")
+             and {"kind": "ServiceAccount", "name": manifests.DAEMON_NAME, "namespace": "kube-system"}
+             in b["subjects"]}
+    rules = {(r["kind"], r["metadata"].get("namespace")): r["rules"] for r in rbac
+             if r["kind"] in ("Role", "ClusterRole")
+             and (r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")) in bound}
+    assert rules == {("ClusterRole", None): [dict(r) for r in RBAC_CLUSTER_RULES],
+                     ("Role", "kube-system"): [dict(r) for r in RBAC_NAMESPACE_RULES],
+                     ("Role", EVENT_NAMESPACE): [dict(r) for r in RBAC_EVENT_RULES]}
+    flat = [(verb, resource) for rule in RBAC_CLUSTER_RULES for verb in rule["verbs"] for resource in rule["resources"]]
+    assert not any(verb in ("create", "update", "delete") or resource in ("secrets", "*") for verb, resource in flat)
+
+
 def test_the_slb_controller_deployment() -> None:
     deployment = kind("slb-controller.yaml", "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -209,8 +247,9 @@ def test_the_slb_controller_deployment() -> None:
     assert container["args"][0] == "slb-controller"
     assert container["securityContext"]["runAsNonRoot"] is True
     assert pod["serviceAccountName"] == manifests.SLB_NAME
-    bindings = [d for d in documents("rbac.yaml") if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
-    assert all(b["subjects"][0]["name"] == manifests.SLB_NAME for b in bindings)
+    bindings = [d for d in documents("rbac.yaml") if d["kind"] in ("ClusterRoleBinding", "RoleBinding")
+                and d["metadata"]["name"] == manifests.SLB_NAME]
+    assert len(bindings) == 2 and all(b["subjects"][0]["name"] == manifests.SLB_NAME for b in bindings)
     assert {e["name"] for e in container["env"]} == {manifests.KEY_ID_ENV, manifests.KEY_SECRET_ENV}
     parser = cli.build_parser(env={})
     commands = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))  # type: ignore[union-attr]
