@@ -25,6 +25,7 @@ from flannel_alivpc.installer.manifests import (
     DEFAULT_POD_CIDR,
     DEFAULT_SERVICE_CIDR,
     IMAGE_ENV,
+    SUBNET_MANAGERS,
     check_image_reference,
 )
 from flannel_alivpc.installer.options import (
@@ -82,6 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     net = parser.add_argument_group("cluster")
     net.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="pod network (default %(default)s)")
     net.add_argument("--service-cidr", default=DEFAULT_SERVICE_CIDR, help="service network (default %(default)s)")
+    net.add_argument("--subnet-manager", choices=SUBNET_MANAGERS, default="kube",
+                     help="where the leases live: kube (default: each Node's podCIDR, as kube-flannel.yml; no node "
+                          "holds any etcd credential) or etcd (flannel's etcd registry, for clusters with stock "
+                          "flanneld etcd nodes)")
     net.add_argument("--backend", choices=BACKENDS, default=None,
                      help="default: ali-vpc on a VPC, vxlan on the classic network")
     net.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
@@ -145,6 +150,7 @@ def options_from_args(args: argparse.Namespace, env: Mapping[str, str], warn: Ca
         discovery=parse_discovery(args.discovery, warn), region=args.region,
         metadata_url=args.metadata_url.rstrip("/"), api_endpoint=args.api_endpoint,
         pod_cidr=args.pod_cidr, service_cidr=args.service_cidr, backend=args.backend,
+        subnet_manager=args.subnet_manager,
         kubernetes_version=parse_kubernetes_version(args.kubernetes_version),
         package_mirror=args.package_mirror, image_repository=args.image_repository.rstrip("/"),
         registry_mirror=args.registry_mirror,

@@ -301,6 +301,7 @@ def manifest_values(ctx: Context) -> manifests.ManifestValues:
         cni_plugin_image=opts.cni_plugin_image or manifests.CNI_PLUGIN_IMAGE,
         pod_cidr=opts.pod_cidr,
         backend=ctx.backend,
+        subnet_manager=opts.subnet_manager,
         etcd_prefix=ctx.options.etcd_prefix,
     )
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL
 from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.secrets import Secret
-from flannel_alivpc.installer.manifests import BACKENDS, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
+from flannel_alivpc.installer.manifests import BACKENDS, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR, SUBNET_MANAGERS
 
 NODE_TYPES = {"m": "master", "master": "master", "n": "node", "node": "node", "d": "down", "down": "down"}
 API_SERVER_PORT = 6443
@@ -214,6 +214,8 @@ class Options:
     service_cidr: str = DEFAULT_SERVICE_CIDR
     backend: str | None = None
     """``ali-vpc`` or ``vxlan``; ``None``: ali-vpc on a VPC, vxlan on the classic network."""
+    subnet_manager: str = "kube"
+    """``kube`` (the Nodes' podCIDRs, no etcd access for any node) or ``etcd`` (flannel's etcd registry)."""
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     package_mirror: str = DEFAULT_PACKAGE_MIRROR
     image_repository: str = DEFAULT_IMAGE_REPOSITORY
@@ -246,6 +248,8 @@ class Options:
                               f"so use a /22 or larger (/16 is usual)")
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError(f"--backend {self.backend!r}: use {' or '.join(BACKENDS)}")
+        if self.subnet_manager not in SUBNET_MANAGERS:
+            raise ConfigError(f"--subnet-manager {self.subnet_manager!r}: use {' or '.join(SUBNET_MANAGERS)}")
         if self.cloud_provider not in ("external", "none"):
             raise ConfigError(f"--cloud-provider {self.cloud_provider!r}: use external or none")
         if not self.metadata_url.startswith(("http://", "https://")):

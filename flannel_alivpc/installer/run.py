@@ -15,12 +15,15 @@ from flannel_alivpc.installer.plan import InstallFailed, Reporter, RunContext, S
 from flannel_alivpc.installer.runner import CommandRunner
 
 
-def steps_for(node_type: str) -> list[Step]:
+def steps_for(node_type: str, subnet_manager: str = "kube") -> list[Step]:
     prepare: list[Step] = [host.Preflight(), host.HostSettings(), host.ContainerRuntime(),
                            host.KubernetesPackages(), cluster.KubeadmConfig()]
     if node_type == "master":
-        return [*prepare, cluster.KubeadmInit(), cluster.EtcdClientCert(), cluster.EtcdSecret(),
-                cluster.NetworkConfig(), cluster.CloudSecret(), cluster.Manifests(), cluster.JoinCommand()]
+        # In kube mode net-conf.json travels in the manifests' ConfigMap and no node gets an etcd credential.
+        etcd_steps: list[Step] = [cluster.EtcdClientCert(), cluster.EtcdSecret(), cluster.NetworkConfig()] \
+            if subnet_manager == "etcd" else []
+        return [*prepare, cluster.KubeadmInit(), *etcd_steps, cluster.CloudSecret(), cluster.Manifests(),
+                cluster.JoinCommand()]
     if node_type == "node":
         return [*prepare, cluster.KubeadmJoin()]
     return [teardown.KubeadmReset(), teardown.FlannelLease(), teardown.CniFiles(), teardown.NetworkDevices(),
@@ -60,7 +63,8 @@ def run_install(
     what = "tear down this node" if down else f"set this machine up as a Kubernetes {options.node_type}"
     report.say(f"flannel-alivpc install: {what}" + (" (dry run: nothing will change)" if dry_run else ""))
     try:
-        fine = run_plan(steps_for(options.node_type), ctx, run, before_apply=None if down else pin)
+        fine = run_plan(steps_for(options.node_type, options.subnet_manager), ctx, run,
+                        before_apply=None if down else pin)
     except InstallFailed as error:
         report.say("")
         print(f"ERROR: {error}", file=report.err, flush=True)

@@ -297,6 +297,8 @@ class KubeLeaseSource:
         """Node -> the resourceVersion our last condition patch produced."""
         self._tables: dict[str, dict[str, str]] = {}
         self._report_lock = threading.Lock()
+        self._conditions_due = threading.Event()
+        self._conditions_thread: threading.Thread | None = None
         self._overflow: dict[str, tuple[str, TableOverflow]] = {}
         self._overflow_view: Mapping[str, TableOverflow] = {}
         self._closed = threading.Event()
@@ -467,10 +469,27 @@ class KubeLeaseSource:
             lock.refresh()
         if not self.config.set_node_network_unavailable:
             return
+        # The Node conditions are written by a thread of their own, so that a thousand of them
+        # (a fresh cluster) never hold up the table's next pass; reports arriving meanwhile coalesce.
         with self._report_lock:
             self._tables[table_id] = published
-            tables = self._all_table_states()
-            self._update_conditions(tables)
+            if self._conditions_thread is None:
+                self._conditions_thread = threading.Thread(target=self._write_conditions, name="node-conditions",
+                                                           daemon=True)
+                self._conditions_thread.start()
+        self._conditions_due.set()
+
+    def _write_conditions(self) -> None:
+        while not self._closed.is_set():
+            if not self._conditions_due.wait(1.0):
+                continue
+            self._conditions_due.clear()
+            try:
+                with self._report_lock:
+                    tables = self._all_table_states()
+                self._update_conditions(tables)
+            except KubeError as error:
+                log.warning("cannot update the Node conditions (%s); retrying at the next report", error)
 
     def _all_table_states(self) -> dict[str, dict[str, str]]:
         """This writer's tables as it just saw them; the other tables as their writers published them."""

@@ -917,6 +917,7 @@ def _handler(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             record = RequestRecord(method, target.path, target.query, "?", 0, content_type)
+            noted = False
             try:
                 body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
                 record.user = server.authenticate(self.headers.get("Authorization"))
@@ -941,14 +942,18 @@ def _handler(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                 watching = method == "GET" and name is None and query.get("watch") in ("true", "1")
                 server.authorize(record.user, _verb(method, name, watching), res, namespace, name, sub)
                 if watching:
+                    # A watch is recorded when it opens (it may stay open for minutes).
                     record.status = 200
+                    server.note(record)
+                    noted = True
                     self._stream(res, namespace, query)
                     return
                 status, answer = self._dispatch(method, res, namespace, name, sub, query, body, content_type)
             except ApiError as error:
                 status, answer = error.code, error.status()
             finally:
-                server.note(record)
+                if not noted:
+                    server.note(record)
             record.status = status
             self._send_json(status, answer)
 

@@ -115,7 +115,9 @@ def test_dry_run_through_the_cli(emulator: Emulator, topology: Topology, tmp_pat
                      "--api-endpoint", emulator.endpoint, "--discovery", "token://"])
     out = capsys.readouterr()
     assert code == 0, out
-    assert "[12/12] join-command: would run" in out.out
+    # New installs are kube mode: no etcd certificate, Secret or network config in etcd for anyone.
+    assert "[9/9] join-command: would run" in out.out
+    assert "etcd" not in " ".join(line.split(":")[0] for line in out.out.splitlines() if line.startswith("["))
     assert emulator.access_key_secret not in out.out + out.err
     assert sorted(os.listdir(root / "etc")) == ["fstab", "os-release"]
 
@@ -128,7 +130,7 @@ def test_dry_run_without_metadata_lists_every_blocked_step(tmp_path: Path, monke
     monkeypatch.setenv("ACCESS_KEY_SECRET", "sk-not-shown")
     # Nothing listens on port 1 of loopback: the metadata service is unreachable.
     code = cli.main(["install", "--node-type", "master", "--dry-run", "--root", str(root), "--region", "cn-hangzhou",
-                     "--metadata-url", "http://127.0.0.1:1", "--discovery", "token://"])
+                     "--metadata-url", "http://127.0.0.1:1", "--discovery", "token://", "--subnet-manager", "etcd"])
     out = capsys.readouterr().out
     assert code != 0
     assert "[9/12] network-config: would fail" in out and "[11/12] manifests: would fail" in out

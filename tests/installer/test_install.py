@@ -55,7 +55,7 @@ def test_master_install_renders_runs_and_resumes(emulator: Emulator, topology: T
     root = make_root(tmp_path / "root", swap=True)
     runner = RecordingRunner()
     host = FakeHost(root, runner, master_ip=private_ip(emulator, instance))
-    options = master_options(emulator, instance, root)
+    options = master_options(emulator, instance, root, subnet_manager="etcd")
 
     code, out, err = run(options, runner, etcd_server)
     assert code == 0, out + err
@@ -143,13 +143,41 @@ def test_master_install_renders_runs_and_resumes(emulator: Emulator, topology: T
     assert after == before
 
 
+def test_kube_mode_master_gives_no_node_an_etcd_credential(emulator: Emulator, topology: Topology,
+                                                           etcd_server: EtcdServer, tmp_path: Path, run: Run) -> None:
+    """The default: leases are podCIDRs; net-conf.json in the ConfigMap; nothing of etcd reaches any node."""
+    instance = topology.instance_ids[0]
+    root = make_root(tmp_path / "root")
+    runner = RecordingRunner()
+    host = FakeHost(root, runner, master_ip=private_ip(emulator, instance))
+    code, out, err = run(master_options(emulator, instance, root), runner, etcd_server)
+    assert code == 0, out + err
+    assert not [c for c in runner.commands if "openssl x509" in c]  # no etcd client certificate is made
+    assert "flannel-alivpc-etcd" not in host.secrets
+    with EtcdClient(etcd_server.endpoint) as etcd:
+        assert etcd.get("/coreos.com/network/config") is None
+    docs = [d for d in yaml.safe_load_all(host.applied_manifest or "") if d]
+    by_kind = {d["kind"]: d for d in docs}
+    daemon = by_kind["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--kube-subnet-mgr" in daemon["args"]
+    assert not [e for e in daemon["env"] if e["name"].startswith("FLANNELD_ETCD")]
+    assert json.loads(by_kind["ConfigMap"]["data"]["net-conf.json"]) == {"Network": "172.16.0.0/16",
+                                                                        "Backend": {"Type": "ali-vpc"}}
+    # kubeadm assigns the podCIDRs from the same range (--allocate-node-cidrs with podSubnet).
+    _, cluster, _ = yaml.safe_load_all((root / "etc/flannel-alivpc/kubeadm.yaml").read_text())
+    assert cluster["networking"]["podSubnet"] == "172.16.0.0/16"
+    roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] == "flannel-alivpc"]
+    assert {r["kind"] for r in roles} == {"ClusterRole", "Role"}
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(emulator: Emulator, topology: Topology, tmp_path: Path,
                                                     run: Run) -> None:
     root = make_root(tmp_path / "root", swap=True)
     runner = RecordingRunner()
     FakeHost(root, runner)
     before = snapshot(root)
-    code, out, err = run(master_options(emulator, topology.instance_ids[0], root, dry_run=True), runner)
+    code, out, err = run(master_options(emulator, topology.instance_ids[0], root, dry_run=True,
+                                        subnet_manager="etcd"), runner)
     assert code == 0, out + err
     assert snapshot(root) == before
     assert not [c.command for c in runner.calls if not is_read_only(c.argv)]
@@ -174,7 +202,7 @@ def test_failing_step_stops_with_command_output_and_retry_then_resumes(
         return None
 
     runner.on(kubeadm_init)
-    options = master_options(emulator, topology.instance_ids[0], root)
+    options = master_options(emulator, topology.instance_ids[0], root, subnet_manager="etcd")
     code, out, err = run(options, runner, etcd_server)
     assert code == 1
     assert "step 'kubeadm-init'" in err
@@ -271,7 +299,7 @@ def test_classic_network_gets_the_vxlan_backend(emulator: Emulator, topology: To
     classic = emulator.state.create_instance(hostname="iZClassic01Z", network_type="classic")
     root = make_root(tmp_path / "root")
     runner = RecordingRunner()
-    code, out, err = run(master_options(emulator, classic.instance_id, root, dry_run=True,
+    code, out, err = run(master_options(emulator, classic.instance_id, root, dry_run=True, subnet_manager="etcd",
                                         region="cn-hangzhou"), runner)
     assert code == 0, out + err
     assert "classic network" in out and "backend vxlan" in out

@@ -262,7 +262,8 @@ def test_the_slb_controller_deployment() -> None:
         assert probe["httpGet"]["host"] == args.healthz_ip
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    role = next(d for d in documents("rbac.yaml") if d["kind"] == "ClusterRole")
+    role = next(d for d in documents("rbac.yaml") if d["kind"] == "ClusterRole"
+                and d["metadata"]["name"] == manifests.SLB_NAME)
     watched = {(group, resource) for rule in role["rules"] if {"list", "watch"} <= set(rule["verbs"])
                for group in rule["apiGroups"] for resource in rule["resources"]}
     assert {("", "services"), ("", "nodes"), ("discovery.k8s.io", "endpointslices")} <= watched
