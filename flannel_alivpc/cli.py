@@ -169,7 +169,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return run_dataplane_demo(nodes=args.nodes, keep=args.keep)
     from flannel_alivpc.testbed.demo import run_demo
 
-    return run_demo(nodes=args.nodes, route_delay=args.route_delay, keep=args.keep)
+    return run_demo(nodes=args.nodes, route_delay=args.route_delay, keep=args.keep, kube=args.kube)
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -185,6 +185,9 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     kind.add_argument("--dataplane", action="store_true",
                       help="(root) real packets: a mixed VPC/classic cluster in network namespaces, TCP between "
                            "pods through the route table and VXLAN")
+    kind.add_argument("--kube", action="store_true",
+                      help="kube mode: leases are Nodes' podCIDRs on the kube-apiserver stand-in (--kube-subnet-mgr), "
+                           "with their NetworkUnavailable conditions")
     kind.add_argument("--slb", action="store_true",
                       help="the SLB controller: a Service of type LoadBalancer gets an SLB, is edited to https:443 "
                            "and deleted (kube-apiserver stand-in + emulator)")

@@ -101,10 +101,13 @@ MODE_CLASSIC = "classic"
 MODE_VXLAN = "vxlan"
 
 
-def open_lease_source(config: DaemonConfig, env: Mapping[str, str]) -> LeaseSource:
-    """The Kubernetes Nodes with ``--kube-subnet-mgr``, else flannel's etcd registry."""
+def open_lease_source(config: DaemonConfig, env: Mapping[str, str], *, own_node: bool = True) -> LeaseSource:
+    """The Kubernetes Nodes with ``--kube-subnet-mgr``, else flannel's etcd registry.
+
+    ``own_node`` False for the read-only commands, which hold no lease of their own.
+    """
     if config.kube_subnet_mgr:
-        return KubeLeaseSource(config, env)
+        return KubeLeaseSource(config, env, own_node=own_node)
     return EtcdLeaseSource(config)
 
 

@@ -156,7 +156,7 @@ def _check_output(output: str) -> None:
 
 def run_leases(config: DaemonConfig, *, output: str, out: TextIO) -> int:
     _check_output(output)
-    source = open_lease_source(config, os.environ)
+    source = open_lease_source(config, os.environ, own_node=False)
     try:
         rows = _lease_rows(load_leases(source))
     finally:
@@ -181,7 +181,7 @@ class TableView:
 
 
 def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[str, str]) -> list[TableView]:
-    source = open_lease_source(config, env)
+    source = open_lease_source(config, env, own_node=False)
     try:
         network = source.read_network_config()
         snapshot = load_leases(source)

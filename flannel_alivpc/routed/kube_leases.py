@@ -26,6 +26,7 @@ writers, and the Node ``NetworkUnavailable`` condition from the real route state
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -37,7 +38,8 @@ from dataclasses import dataclass
 
 from flannel_alivpc.clients.kube import KubeClient
 from flannel_alivpc.core.errors import ConfigError, LeaseLost
-from flannel_alivpc.core.kube import NETWORK_UNAVAILABLE, KubeError, KubeGone, Node
+from flannel_alivpc.core.kube import NETWORK_UNAVAILABLE, KubeConflict, KubeError, KubeGone, Node
+from flannel_alivpc.core.kube import Lease as KubeLease
 from flannel_alivpc.core.kube_subnets import (
     EVENT_NAMESPACE,
     FlannelAnnotations,
@@ -277,17 +279,19 @@ class _NodeVerdict:
 class KubeLeaseSource:
     """The Node objects as leases (``--kube-subnet-mgr``)."""
 
-    def __init__(self, config: DaemonConfig, env: Mapping[str, str], kube: KubeClient | None = None) -> None:
-        if not config.node_name:
+    def __init__(self, config: DaemonConfig, env: Mapping[str, str], kube: KubeClient | None = None, *,
+                 own_node: bool = True) -> None:
+        """``own_node`` False: read-only use (``routes``, ``leases``), which needs no NODE_NAME."""
+        if own_node and not config.node_name:
             raise NodeNameMissing("--kube-subnet-mgr needs this node's name in env NODE_NAME; in the DaemonSet set it "
                               "from the downward API: env: [{name: NODE_NAME, valueFrom: {fieldRef: "
                               "{fieldPath: spec.nodeName}}}]")
         self.config = config
-        self.node_name = config.node_name
+        self.node_name = config.node_name or ""
         self.namespace = config.pod_namespace or DEFAULT_NAMESPACE
         self.names = FlannelAnnotations.for_prefix(config.kube_annotation_prefix)
         self.kube = kube or KubeClient.connect(config.kubeconfig_file, host=config.kube_api_url)
-        self.description = f"Kubernetes Nodes (this node {self.node_name}, namespace {self.namespace})"
+        self.description = f"Kubernetes Nodes (this node {self.node_name or '-'}, namespace {self.namespace})"
         self._watcher: NodeWatcher | None = None
         self._on_change: Callable[[], None] = lambda: None
         self._locks: dict[str, KubeLeaseLock] = {}
@@ -436,10 +440,11 @@ class KubeLeaseSource:
         existing = self.existing_cluster_id()
         if existing:
             return existing
-        lock = KubeLeaseLock(self.kube, namespace=self.namespace, name=CLUSTER_ID_LEASE, identity="",
-                             duration=1)
-        lock.publish({CLUSTER_ID_ANNOTATION: uuid.uuid4().hex})
-        lock.try_acquire_or_renew()
+        # Create-only: of two daemons starting together exactly one create succeeds (409 for the
+        # other), and both then read the same id. It is never rewritten afterwards.
+        with contextlib.suppress(KubeConflict):
+            self.kube.create_lease(KubeLease(name=CLUSTER_ID_LEASE, namespace=self.namespace,
+                                             annotations={CLUSTER_ID_ANNOTATION: uuid.uuid4().hex}))
         made = self.existing_cluster_id()
         if not made:
             raise ConfigError(f"could not record the cluster id on Lease {self.namespace}/{CLUSTER_ID_LEASE}")

@@ -217,6 +217,20 @@ class LocalCluster:
             with self.etcd_client() as etcd:
                 etcd.delete(key)
 
+    def leave(self, node: Node) -> None:
+        """The node leaves the cluster: its daemon stops and its lease goes (as decommissioning does)."""
+        self.stop_node(node)
+        self.release_lease(node)
+
+    def describe_lease_source(self) -> list[str]:
+        """What the demo prints about where the leases live."""
+        return [f"etcd             {self.etcd.endpoint}",
+                f"network config   {self.prefix}/config = {self.network_config}"]
+
+    def inspect_args(self) -> list[str]:
+        """The flags ``routes``/``leases`` need to look at this cluster's leases."""
+        return ["--etcd-endpoints", self.etcd.endpoint]
+
     # -- observation ------------------------------------------------------------------------------
 
     def inspect_config(self) -> DaemonConfig:

@@ -3,7 +3,10 @@
 A LocalCluster (cloud emulator, real etcd, N nodes each running the real
 daemon in its own process) converges its route table live; then a node
 leaves (daemon stopped, lease released) and its route is removed, while a
-user's default route to a NAT gateway is left alone throughout. The
+user's default route to a NAT gateway is left alone throughout. With
+``--kube`` the same story in kube mode: the kube-apiserver stand-in instead
+of etcd, Nodes with podCIDRs as the leases, their NetworkUnavailable
+conditions, and a Node deleted. The
 temporary directory (etcd's data, the daemons' logs) is removed at the end,
 unless ``--keep``: then everything stays up, and the commands to inspect it are
 printed with the full path of the flannel-alivpc command.
@@ -23,7 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 from flannel_alivpc.routed.inspect import TableView, render_routes
-from flannel_alivpc.testbed.cluster import ACCESS_KEY_ID, DEFAULT_NETWORK_CONFIG, LocalCluster
+from flannel_alivpc.testbed.cluster import ACCESS_KEY_ID, LocalCluster
+from flannel_alivpc.testbed.kube_cluster import KubeCluster
 
 
 def flannel_alivpc_command() -> str:
@@ -85,10 +89,21 @@ def _all_ok(expected: int) -> Callable[[list[TableView]], bool]:
     return check
 
 
+def _show_conditions(cluster: KubeCluster, timeout: float, out: TextIO) -> None:
+    """Each Node's NetworkUnavailable, which the writer sets from the real route state."""
+    cluster.wait_until(lambda: all((cluster.network_unavailable(n) or {}).get("status") == "False"
+                                   for n in cluster.nodes), timeout)
+    for node in cluster.nodes:
+        condition = cluster.network_unavailable(node) or {}
+        out.write(f"node {node.hostname:<8} NetworkUnavailable={condition.get('status', '?')} "
+                  f"({condition.get('reason', 'not set')})\n")
+    out.write("\n")
+
+
 def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, timeout: float = 90.0,
-             out: TextIO = sys.stdout) -> int:
+             kube: bool = False, out: TextIO = sys.stdout) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flannel-alivpc-demo-"))
-    cluster = LocalCluster(workdir, route_delay=route_delay)
+    cluster = KubeCluster(workdir, route_delay=route_delay) if kube else LocalCluster(workdir, route_delay=route_delay)
     progress = _Progress(out)
     succeeded = False
     try:
@@ -97,8 +112,8 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
         cluster.emulator.state.add_custom_entry(topology.route_table_id, "0.0.0.0/0", "NatGateway", "ngw-demo")
         out.write(f"cloud emulator   {cluster.emulator.endpoint}  (VPC {topology.vpc_id}, route table "
                   f"{topology.route_table_id}, route delay {route_delay}s)\n")
-        out.write(f"etcd             {cluster.etcd.endpoint}\n")
-        out.write(f"network config   {cluster.prefix}/config = {DEFAULT_NETWORK_CONFIG}\n")
+        for line in cluster.describe_lease_source():
+            out.write(line + "\n")
         cluster.start_all()
         for node in cluster.nodes:
             pid = node.process.pid if node.process else "-"
@@ -109,10 +124,12 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
             return 1
         out.write("\n")
         render_routes(cluster.views(), output="table", out=out)
+        if isinstance(cluster, KubeCluster):
+            _show_conditions(cluster, timeout, out)
         leaving = cluster.nodes[-1]
-        out.write(f"node {leaving.hostname} leaves: its daemon stops and its lease is released\n")
-        cluster.stop_node(leaving)
-        cluster.release_lease(leaving)
+        out.write(f"node {leaving.hostname} leaves: its daemon stops and "
+                  f"{'its Node is deleted' if kube else 'its lease is released'}\n")
+        cluster.leave(leaving)
         if not progress.wait(cluster, "removing", _all_ok(nodes - 1), timeout):
             out.write(f"the stale route was not removed within {timeout:.0f}s; logs are in {workdir}\n")
             return 1
@@ -127,10 +144,10 @@ def run_demo(*, nodes: int = 3, route_delay: float = 1.0, keep: bool = False, ti
                 "\nEverything keeps running. Inspect it with:\n"
                 f"  export ACCESS_KEY_ID={ACCESS_KEY_ID} ACCESS_KEY_SECRET='{cluster.secret}'"
                 "  # the emulator's throwaway key\n"
-                f"  {command} routes --etcd-endpoints {cluster.etcd.endpoint} --api-endpoint "
+                f"  {command} routes {shlex.join(cluster.inspect_args())} --api-endpoint "
                 f"{cluster.emulator.endpoint} --region {cluster.emulator.state.settings.region} "
                 f"--vpc-id {topology.vpc_id} -o wide\n"
-                f"  {command} leases --etcd-endpoints {cluster.etcd.endpoint} -o wide\n"
+                f"  {command} leases {shlex.join(cluster.inspect_args())} -o wide\n"
                 f"Daemon logs: {workdir}/node-*/daemon.log. Press Ctrl-C to stop.\n")
             out.flush()
             with contextlib.suppress(KeyboardInterrupt):

@@ -20,6 +20,7 @@ from typing import Any
 from flannel_alivpc.core.kube_subnets import DEFAULT_ANNOTATION_PREFIX
 from flannel_alivpc.emulator.server import Topology
 from flannel_alivpc.installer import manifests
+from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.testbed.cluster import DEFAULT_NETWORK_CONFIG, LocalCluster, Node
 from flannel_alivpc.testbed.kube_apiserver import KubeApiServer, PolicyRule
 
@@ -134,7 +135,28 @@ class KubeCluster(LocalCluster):
         node.env.setdefault("NODE_NAME", node.hostname)
         super().start_node(node)
 
+    def leave(self, node: Node) -> None:
+        """Scale-in: the daemon stops and the Node object is deleted (its lease with it)."""
+        self.stop_node(node)
+        self.delete_kube_node(node)
+
+    def describe_lease_source(self) -> list[str]:
+        return [f"kube-apiserver   {self.kube.url}  (the in-repo stand-in; daemons run --kube-subnet-mgr "
+                f"with the DaemonSet's RBAC)",
+                f"network config   {self.net_conf} = {self.network_config}"]
+
+    def inspect_args(self) -> list[str]:
+        return ["--kube-subnet-mgr", "--kubeconfig-file", str(self.kubeconfig), "--net-config-path",
+                str(self.net_conf)]
+
     # -- observation ------------------------------------------------------------------------------
+
+    def inspect_config(self) -> DaemonConfig:
+        """``routes``/``leases`` in kube mode, as an operator runs them (the stand-in's kubeconfig)."""
+        return DaemonConfig(etcd_endpoints=[], kube_subnet_mgr=True, kubeconfig_file=str(self.kubeconfig),
+                            net_config_path=str(self.net_conf), pod_namespace=NAMESPACE,
+                            api_endpoint=self.emulator.endpoint, region=self.emulator.state.settings.region,
+                            metadata_url=f"{self.emulator.endpoint}/meta/{self.nodes[0].instance_id}")
 
     def expected_routes(self) -> dict[str, str]:
         """destination -> instance id for every Node whose annotations publish an ali-vpc lease."""

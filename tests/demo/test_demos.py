@@ -92,3 +92,20 @@ def test_demo_keep_prints_commands_that_run_as_printed_and_keeps_its_files(tmp_p
     assert demo.returncode == 0, rest
     kept = re.search(r"files kept in (\S+)", rest)
     assert kept is not None and Path(kept[1]).parent == tmp_path and Path(kept[1]).is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_the_kube_demo_routes_nodes_by_podcidr_and_reports_their_conditions(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "flannel_alivpc", "demo", "--kube", "--route-delay", "0.2"],
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=140)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Traceback" not in out + result.stderr
+    assert "kube-apiserver   http://127.0.0.1:" in out and "etcd " not in out
+    assert len(re.findall(r"NetworkUnavailable=False \(RouteCreated\)", out)) == 3
+    converged, removed = out.split("leaves: its daemon stops and its Node is deleted")
+    assert "route table vtb-" in converged and converged.count(" ok      route-table ") == 3
+    assert removed.count(" ok      route-table ") == 2
+    assert "untouched: 0.0.0.0/0 -> ngw-demo" in removed
+    assert list(tmp_path.iterdir()) == []
