@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -272,7 +273,10 @@ def test_the_slb_controller_deployment() -> None:
 def test_images_are_this_version_and_what_make_image_builds() -> None:
     assert f"{manifests.IMAGE_REPOSITORY}/{manifests.IMAGE_NAME}:{__version__}" == manifests.DEFAULT_IMAGE
     assert manifests.check_image_reference(manifests.DEFAULT_IMAGE, "default") == manifests.DEFAULT_IMAGE
-    make = subprocess.run(["make", "-n", "image", "push"], cwd=REPO, capture_output=True, text=True, check=True)
+    # Run as a top-level make even under `make test` (no "Entering directory" lines, no inherited flags).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    make = subprocess.run(["make", "--no-print-directory", "-n", "image", "push"], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)
     assert make.stdout.splitlines() == [
         f"docker build --build-arg VERSION={__version__} --tag {manifests.DEFAULT_IMAGE} .",
         f"docker push {manifests.DEFAULT_IMAGE}"]
