@@ -436,8 +436,8 @@ def _find_entry(table: RouteTable | None, tables: list[RouteTable], entry_id: st
     return None
 
 
-def delete_route_entry(call: Call) -> dict[str, Any]:
-    check_region(call)
+def _addressed_entry(call: Call, next_hop: str = "") -> RouteEntry:
+    """The entry a single-entry action names: by RouteEntryId, or by RouteTableId and DestinationCidrBlock."""
     p = call.params
     entry_id = p.get("RouteEntryId")
     table_id = p.get("RouteTableId")
@@ -446,12 +446,18 @@ def delete_route_entry(call: Call) -> dict[str, Any]:
         raise ApiError(400, "MissingParameter",
                        "Either RouteEntryId or RouteTableId and DestinationCidrBlock must be specified.")
     table = _table(call, table_id) if table_id else None
-    hops = p.repeat_list("NextHopList")
-    next_hop = p.get("NextHopId") or (hops[0].get("NextHopId", "") if hops else "")
     regional = [t for t in call.state.route_tables.values() if t.region == p.region]
     entry = _find_entry(table, regional, entry_id, destination, next_hop)
     if entry is None:
         raise _route_entry_not_found()
+    return entry
+
+
+def delete_route_entry(call: Call) -> dict[str, Any]:
+    check_region(call)
+    p = call.params
+    hops = p.repeat_list("NextHopList")
+    entry = _addressed_entry(call, p.get("NextHopId") or (hops[0].get("NextHopId", "") if hops else ""))
     owner = call.state.route_tables[entry.table_id]
     _ensure_stable(owner, call.now)
     if p.boolean("DryRun"):
@@ -478,19 +484,9 @@ def modify_route_entry(call: Call) -> dict[str, Any]:
     """Renames an entry and sets its description in place; its next hop and status are unchanged."""
     check_region(call)
     p = call.params
-    entry_id = p.get("RouteEntryId")
-    table_id = p.get("RouteTableId")
-    destination = _parse_destination(p.get("DestinationCidrBlock")) if p.get("DestinationCidrBlock") else ""
-    if not entry_id and not (table_id and destination):
-        raise ApiError(400, "MissingParameter",
-                       "Either RouteEntryId or RouteTableId and DestinationCidrBlock must be specified.")
     if p.get("NewNextHopId") or p.get("NewNextHopType"):
         raise ApiError(400, "UnsupportedOperation", "The emulator changes RouteEntryName and Description only.")
-    table = _table(call, table_id) if table_id else None
-    regional = [t for t in call.state.route_tables.values() if t.region == p.region]
-    entry = _find_entry(table, regional, entry_id, destination, "")
-    if entry is None:
-        raise _route_entry_not_found()
+    entry = _addressed_entry(call)
     if entry.entry_type != "Custom":
         raise ApiError(400, "OperationDenied", "Specified operation is denied as route entry type is system.")
     if entry.status(call.now) != "Available":

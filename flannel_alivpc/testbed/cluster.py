@@ -159,8 +159,7 @@ class LocalCluster:
     def daemon_args(self, node: Node) -> list[str]:
         return [
             sys.executable, "-m", "flannel_alivpc",
-            "--etcd-endpoints", self.etcd.endpoint,
-            "--etcd-prefix", self.prefix,
+            *self.lease_source_args(),
             "--iface", "lo", "--public-ip", node.private_ip,
             "--metadata-url", f"{self.emulator.endpoint}/meta/{node.instance_id}",
             "--api-endpoint", self.emulator.endpoint,
@@ -226,6 +225,10 @@ class LocalCluster:
         """What the demo prints about where the leases live."""
         return [f"etcd             {self.etcd.endpoint}",
                 f"network config   {self.prefix}/config = {self.network_config}"]
+
+    def lease_source_args(self) -> list[str]:
+        """The daemon's flags that say where the leases live."""
+        return ["--etcd-endpoints", self.etcd.endpoint, "--etcd-prefix", self.prefix]
 
     def inspect_args(self) -> list[str]:
         """The flags ``routes``/``leases`` need to look at this cluster's leases."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,21 +115,6 @@ class KubeCluster(LocalCluster):
     def node_env(self) -> dict[str, str]:
         return {**super().node_env(), "POD_NAMESPACE": NAMESPACE}
 
-    def daemon_args(self, node: Node) -> list[str]:
-        return [
-            sys.executable, "-m", "flannel_alivpc",
-            "--kube-subnet-mgr", "--kubeconfig-file", str(self.kubeconfig),
-            "--net-config-path", str(self.net_conf),
-            "--iface", "lo", "--public-ip", node.private_ip,
-            "--metadata-url", f"{self.emulator.endpoint}/meta/{node.instance_id}",
-            "--api-endpoint", self.emulator.endpoint,
-            "--subnet-file", str(node.subnet_file),
-            "--writer-lock-ttl", str(self.writer_lock_ttl),
-            "--resync-interval", str(self.resync_interval),
-            "--healthz-ip", "127.0.0.1", "--healthz-port", str(node.healthz_port),
-            *node.extra_args,
-        ]
-
     def start_node(self, node: Node) -> None:
         node.env.setdefault("NODE_NAME", node.hostname)
         super().start_node(node)
@@ -145,9 +129,12 @@ class KubeCluster(LocalCluster):
                 f"with the DaemonSet's RBAC)",
                 f"network config   {self.net_conf} = {self.network_config}"]
 
-    def inspect_args(self) -> list[str]:
+    def lease_source_args(self) -> list[str]:
         return ["--kube-subnet-mgr", "--kubeconfig-file", str(self.kubeconfig), "--net-config-path",
                 str(self.net_conf)]
+
+    def inspect_args(self) -> list[str]:
+        return self.lease_source_args()
 
     # -- observation ------------------------------------------------------------------------------
 

@@ -175,6 +175,28 @@ def test_create_and_delete_without_delay(cloud: Cloud, topology: Topology) -> No
     assert cloud.custom_entries(table) == {}
 
 
+def test_modify_route_entry_renames_in_place(cloud: Cloud, topology: Topology) -> None:
+    """ModifyRouteEntry sets the name and description; the entry keeps its id, next hop and status."""
+    table = topology.route_table_id
+    entry_id = cloud.add_route(table, "172.20.5.0/24", topology.instance_ids[0])
+    body = cloud.vpc("ModifyRouteEntry", RouteEntryId=entry_id, RouteEntryName="flannel-alivpc",
+                     Description="flannel-alivpc cluster c1; managed by flannel-alivpc")
+    assert set(body) == {"RequestId"}
+    entry = cloud.custom_entries(table)["172.20.5.0/24"]
+    assert (entry["RouteEntryId"], entry["RouteEntryName"], entry["Status"]) == (entry_id, "flannel-alivpc",
+                                                                                 "Available")
+    assert entry["Description"].startswith("flannel-alivpc cluster c1")
+    assert entry["NextHops"]["NextHop"][0]["NextHopId"] == topology.instance_ids[0]
+    bad = cloud.vpc_error("ModifyRouteEntry", RouteEntryId=entry_id, Description="http://not-a-description")
+    assert bad.get_error_code() == "IllegalParam.Description"
+    gone = cloud.vpc_error("ModifyRouteEntry", RouteEntryId="rte-nope", RouteEntryName="x")
+    assert gone.get_error_code() == "InvalidRouteEntry.NotFound"
+    cloud.settings(route_delay=DELAY)
+    pending = cloud.add_route(table, "172.20.6.0/24", topology.instance_ids[1])
+    busy = cloud.vpc_error("ModifyRouteEntry", RouteEntryId=pending, RouteEntryName="x")
+    assert busy.get_error_code() == "IncorrectRouteEntryStatus"
+
+
 def test_bare_address_means_host_route(cloud: Cloud, topology: Topology) -> None:
     cloud.add_route(topology.route_table_id, "172.20.9.9", topology.instance_ids[0])
     assert set(cloud.custom_entries(topology.route_table_id)) == {"172.20.9.9/32"}
