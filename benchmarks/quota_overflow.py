@@ -43,9 +43,10 @@ from flannel_alivpc.core.network import LeaseAttrs, subnet_key  # noqa: E402
 from flannel_alivpc.core.routes import TableOverflow  # noqa: E402
 from flannel_alivpc.core.vxlan import random_vtep_mac, vxlan_backend_data  # noqa: E402
 from flannel_alivpc.routed.lease_source import overflow_prefix  # noqa: E402
-from flannel_alivpc.testbed.dataplane import DataplaneCluster, is_root  # noqa: E402
+from flannel_alivpc.testbed.dataplane import DataplaneCluster, is_root, network_config  # noqa: E402
 
 REAL_NODES = 3
+NETWORK = "172.16.0.0/12"
 
 
 def _calls(cluster: DataplaneCluster) -> dict[str, int]:
@@ -66,14 +67,15 @@ def run(leases: int, quota: int, route_delay: float, resync: float, seed: int) -
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="bench-overflow-") as tmp, \
             DataplaneCluster(Path(tmp), route_delay=route_delay, resync_interval=resync) as cluster:
-        cluster.start_dataplane(vpc=REAL_NODES)
+        cluster.start_dataplane(vpc=REAL_NODES, config=json.dumps(
+            {**json.loads(network_config("ali-vpc", NETWORK)), "SubnetLen": 24}))
         state = cluster.emulator.state
         state.settings.route_quota = quota
         cluster.start_all()
         cluster.wait_for_subnets(cluster.dp_nodes, timeout=90)
         assert cluster.topology is not None
         taken = {str(cluster.subnet_of(n)) for n in cluster.dp_nodes}
-        subnets = (s for s in IPv4Network("10.244.0.0/16").subnets(new_prefix=24) if str(s) not in taken)
+        subnets = (s for s in list(IPv4Network(NETWORK).subnets(new_prefix=24))[1:] if str(s) not in taken)
         fake = [(state.create_instance(hostname=f"bench-{i}", vswitch_id=cluster.topology.vswitch_id), next(subnets))
                 for i in range(leases - REAL_NODES)]
         before = _calls(cluster)
