@@ -37,6 +37,9 @@ class LeaseFormatError(ValueError):
     """A lease key or value that is not in flannel's format."""
 
 
+_SECRET_BACKEND_KEYS = frozenset({"accesskeysecret", "accesskeyid"})
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     network: IPv4Network
@@ -45,8 +48,14 @@ class NetworkConfig:
     subnet_max: IPv4Network
     backend_type: str
     """flannel's reading of ``Backend.Type``: "udp" with no Backend at all, "" for a Backend without Type."""
-    backend: Mapping[str, Any] = field(default_factory=dict)
+    backend: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """May hold flannel's old ali-vpc AccessKeySecret: shown only through ``__repr__``'s masking."""
     enable_nftables: bool = False
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if k.lower() in _SECRET_BACKEND_KEYS else v for k, v in self.backend.items()}
+        return (f"NetworkConfig(network={self.network}, subnet_len={self.subnet_len}, subnet_min={self.subnet_min}, "
+                f"subnet_max={self.subnet_max}, backend_type={self.backend_type!r}, backend={shown!r})")
 
     def backend_value(self, name: str, default: Any = None) -> Any:
         """A Backend key, matched case-insensitively as Go's json decoder does."""

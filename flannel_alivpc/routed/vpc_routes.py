@@ -312,10 +312,14 @@ class TableWriter:
             self._quota = None
         for spec in created:
             log.info("%s: created %s -> %s (lease present, entry missing)", self.table_id,
-                     spec.destination, spec.next_hop_id)
+                     spec.destination, spec.next_hop_id, extra=self._fields(spec.destination, spec.next_hop_id))
         report.created += len(created)
         self._record_failures(result, report)
         return [s.destination for s in created]
+
+    def _fields(self, destination: str, instance: str) -> dict[str, str]:
+        """The structured fields of a route change line (``--log-format json`` keys)."""
+        return {"table_id": self.table_id, "destination": destination, "instance": instance}
 
     def _adopt(self, entries: Sequence[RouteEntry], report: TableReport, refused: set[str]) -> list[str]:
         """Write our marker onto entries that already route their lease; returns the destinations marked."""
@@ -333,7 +337,8 @@ class TableWriter:
                             "again later", self.table_id, entry.destination, entry.next_hop_id, error)
                 continue
             log.info("%s: adopted %s -> %s (made before flannel-alivpc marked its entries; the lease still "
-                     "maps to it)", self.table_id, entry.destination, entry.next_hop_id)
+                     "maps to it)", self.table_id, entry.destination, entry.next_hop_id,
+                     extra=self._fields(entry.destination, entry.next_hop_id))
             adopted.append(entry.destination)
         report.adopted += len(adopted)
         return adopted
@@ -348,7 +353,8 @@ class TableWriter:
         for entry in deleted:
             reason = "next hop is not the lease's instance" if entry.destination in wrong_hop \
                 else "no lease for this subnet"
-            log.info("%s: deleted %s -> %s (%s)", self.table_id, entry.destination, entry.next_hop_id, reason)
+            log.info("%s: deleted %s -> %s (%s)", self.table_id, entry.destination, entry.next_hop_id, reason,
+                     extra=self._fields(entry.destination, entry.next_hop_id))
         report.deleted += len(deleted)
         self._record_failures(result, report)
         return [e.destination for e in deleted]
@@ -364,7 +370,8 @@ class TableWriter:
                          self.table_id, failure.destination)
             else:
                 log.warning("%s: change for %s refused: %s %s", self.table_id, failure.destination,
-                            failure.code, failure.message)
+                            failure.code, failure.message,
+                            extra=self._fields(failure.destination, failure.next_hop_id))
 
     def _report_quota(self, report: TableReport, actual: Mapping[str, RouteEntry]) -> None:
         """A Warning when the table is full, naming the quota and how to raise it: once per change, not per pass."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flannel_alivpc.core.routes import ROUTE_NAME, entry_cluster
-from flannel_alivpc.testbed.cluster import LocalCluster, join_as_old_flanneld
+from flannel_alivpc.testbed.cluster import ACCESS_KEY_ID, LocalCluster, join_as_old_flanneld
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,19 @@ def test_old_nodes_stay_routed_while_mixed_with_upgraded_ones(cluster: LocalClus
     for destination in expected:
         value = _lease_value(cluster, destination)
         assert list(value) == ["PublicIP", "PublicIPv6"] and value["PublicIPv6"] is None
+
+
+def test_the_old_backends_keys_in_the_network_config_are_honoured_and_never_shown(cluster: LocalCluster) -> None:
+    """flannel's ali-vpc read AccessKeyID/AccessKeySecret from the Backend object (and logged them): we use
+    them, with a warning pointing to the RAM role, and the secret appears in no log line."""
+    config = json.dumps({"Network": "10.244.0.0/16", "Backend": {
+        "Type": "ali-vpc", "AccessKeyID": ACCESS_KEY_ID, "AccessKeySecret": cluster.secret}})
+    cluster.start(instances=2, network_config=config)
+    for node in cluster.nodes:
+        # The environment's key is wrong: only the config's can make the API calls work.
+        node.env.update(ACCESS_KEY_ID="LTAI-wrong", ACCESS_KEY_SECRET="wrong-secret")
+    cluster.start_all()
+    assert cluster.wait_until(cluster.converged, CONVERGE), "\n".join(n.log()[-2000:] for n in cluster.nodes)
+    for node in cluster.nodes:
+        assert "attach a RAM role" in node.log()
+        assert cluster.secret not in node.log()

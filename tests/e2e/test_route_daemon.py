@@ -320,3 +320,16 @@ def test_wrong_credentials_are_refused_with_a_clear_error(cluster: LocalCluster)
     # Nothing was taken: no lease, no route.
     assert cluster.lease_key_of(node) is None
     assert cluster.table_entries() == {}
+
+
+def test_json_logs_carry_each_route_change_as_fields(cluster: LocalCluster) -> None:
+    cluster.start(instances=2)
+    for node in cluster.nodes:
+        node.extra_args = ["--log-format", "json"]
+    cluster.start_all()
+    _converge(cluster)
+    lines = [json.loads(line) for node in cluster.nodes for line in node.log().splitlines() if line.strip()]
+    created = [line for line in lines if " created " in line["message"]]
+    assert {(c["table_id"], c["destination"], c["instance"]) for c in created} == {
+        (cluster.route_table_id, dest, hop) for dest, hop in cluster.instance_routes().items()}
+    assert all({"time", "level", "logger"} <= set(line) for line in lines)
