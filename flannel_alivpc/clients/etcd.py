@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import etcd3
 import etcd3.etcdrpc as rpc
 import grpc
-from etcd3.etcdrpc import kv_pb2
+from etcd3.etcdrpc import auth_pb2, kv_pb2
 
 from flannel_alivpc.core.errors import (
     ConfigError,
@@ -183,8 +183,10 @@ def _map_error(error: BaseException, op: str, endpoint: Endpoint) -> EtcdError:
     code = _rpc_code(error)
     details = _rpc_details(error)
     where = f"etcd {op} at {endpoint.url}"
+    # "user name is empty": authentication is on and the request carried no credentials at all.
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or (
-            code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details):
+            code == grpc.StatusCode.INVALID_ARGUMENT
+            and ("authentication failed" in details or "user name is empty" in details)):
         return EtcdAuthError(f"{where}: {details}; check --etcd-username, env FLANNELD_ETCD_PASSWORD "
                              "and the user's role")
     if _is_timeout(error) or _is_connection_error(error):
@@ -545,6 +547,68 @@ class EtcdClient:
             self._revoke_quietly(lease_id)
             raise
         return lease_id
+
+    # -- authentication administration (the installer confines the daemons' user) ----------
+
+    def _auth(self, op: str, call: Callable[[Any], Any]) -> None:
+        """One Auth RPC; "already exists" answers count as done, so every step can be repeated."""
+        def run(c: _Connection) -> None:
+            try:
+                call(c)
+            except grpc.RpcError as error:
+                if "already exists" not in _rpc_details(error):
+                    raise
+
+        self._call(op, run)
+
+    def ensure_user(self, name: str, password: Secret, role: str) -> None:
+        """User ``name`` exists (with ``password`` if it is new) and holds ``role``."""
+        def add(c: _Connection) -> None:
+            rpc.AuthStub(c.client.channel).UserAdd(
+                rpc.AuthUserAddRequest(name=name, password=password.reveal()), self.timeout, **c.kw())
+
+        def grant(c: _Connection) -> None:
+            rpc.AuthStub(c.client.channel).UserGrantRole(
+                rpc.AuthUserGrantRoleRequest(user=name, role=role), self.timeout, **c.kw())
+
+        self._auth("user-add", add)
+        self._auth("user-grant-role", grant)
+
+    def ensure_prefix_role(self, role: str, prefix: str) -> None:
+        """Role ``role`` exists and may read and write every key under ``prefix`` (a range, nothing beyond)."""
+        key = _to_bytes(prefix)
+        range_end = key[:-1] + bytes([key[-1] + 1])  # etcd's prefix range: [prefix, prefix with its last byte + 1)
+
+        def add(c: _Connection) -> None:
+            rpc.AuthStub(c.client.channel).RoleAdd(rpc.AuthRoleAddRequest(name=role), self.timeout, **c.kw())
+
+        def grant(c: _Connection) -> None:
+            permission = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=key, range_end=range_end)
+            rpc.AuthStub(c.client.channel).RoleGrantPermission(
+                rpc.AuthRoleGrantPermissionRequest(name=role, perm=permission), self.timeout, **c.kw())
+
+        self._auth("role-add", add)
+        self._auth("role-grant-permission", grant)
+
+    def role_prefixes(self, role: str) -> list[tuple[bytes, bytes, str]] | None:
+        """(key, range_end, READ|WRITE|READWRITE) of each permission ``role`` holds; None if it does not exist."""
+        def run(c: _Connection) -> list[tuple[bytes, bytes, str]] | None:
+            try:
+                answer = rpc.AuthStub(c.client.channel).RoleGet(rpc.AuthRoleGetRequest(role=role), self.timeout,
+                                                                 **c.kw())
+            except grpc.RpcError as error:
+                if "not found" in _rpc_details(error):
+                    return None
+                raise
+            return [(bytes(p.key), bytes(p.range_end), auth_pb2.Permission.Type.Name(p.permType))
+                    for p in answer.perm]
+
+        return self._call("role-get", run)
+
+    def enable_auth(self) -> None:
+        """Turn authentication on (etcd ignores the request when it is on already). Needs user root first."""
+        self._auth("auth-enable", lambda c: rpc.AuthStub(c.client.channel).AuthEnable(
+            rpc.AuthEnableRequest(), self.timeout, **c.kw()))
 
     # -- watching, locking, status -----------------------------------------------------
 

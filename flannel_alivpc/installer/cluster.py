@@ -12,7 +12,14 @@ from flannel_alivpc.core.errors import ConfigError
 from flannel_alivpc.core.network import parse_network_config
 from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.installer import manifests
-from flannel_alivpc.installer.context import ADMIN_KUBECONFIG, CONFIG_DIR, KUBELET_KUBECONFIG, Context
+from flannel_alivpc.installer.context import (
+    ADMIN_KUBECONFIG,
+    CONFIG_DIR,
+    ETCD_ROOT_PASSWORD,
+    KUBELET_KUBECONFIG,
+    Context,
+)
+from flannel_alivpc.installer.etcd_access import KUBEADM_CLIENTS, confine_to_prefix, is_confined, prefix_range
 from flannel_alivpc.installer.host import CONTAINERD_SOCKET, KubernetesPackages
 from flannel_alivpc.installer.options import API_SERVER_PORT, Discovery
 from flannel_alivpc.installer.plan import Status, StepBlocked
@@ -269,6 +276,39 @@ class NetworkConfig:
         wanted = self._wanted(ctx)
         parse_network_config(wanted, source="the rendered net-conf.json")
         ctx.etcd().put(self._key(ctx), wanted)
+
+
+class EtcdAccess:
+    name = "etcd-access"
+    title = ("confine the route daemons' etcd user to flannel's prefix (etcd RBAC; authentication on, "
+             "kubeadm's own clients kept root)")
+    always = False
+
+    def check(self, ctx: Context) -> Status:
+        if not ctx.etcd_configured():
+            return Status(False, "once etcd runs")
+        if not ctx.fs.exists(ETCD_ROOT_PASSWORD):
+            return Status(False, "etcd authentication is off: the daemons' certificate would read every key")
+        confined = is_confined(ctx.etcd(), ctx.options.etcd_prefix)
+        return Status(confined, f"user {ETCD_CLIENT_NAME}: {prefix_range(ctx.options.etcd_prefix)} only"
+                      if confined else f"role {ETCD_CLIENT_NAME} is missing or grants more than the prefix")
+
+    def plan(self, ctx: Context) -> list[str]:
+        prefix = prefix_range(ctx.options.etcd_prefix)
+        return [f"etcd user add root (password in {ETCD_ROOT_PASSWORD}, 0600); root role for "
+                f"{', '.join(KUBEADM_CLIENTS)}",
+                f"etcd role add {ETCD_CLIENT_NAME}: readwrite {prefix} only; user {ETCD_CLIENT_NAME} (the "
+                f"daemons' certificate CN) holds it",
+                "etcd auth enable"]
+
+    def apply(self, ctx: Context) -> None:
+        existing = ctx.fs.read(ETCD_ROOT_PASSWORD)
+        password = existing.strip() if existing else secrets.token_urlsafe(24)
+        if not existing:
+            ctx.fs.write(ETCD_ROOT_PASSWORD, password + "\n", mode=0o600)
+        confine_to_prefix(ctx.etcd(), ctx.options.etcd_prefix, root_password=Secret(password),
+                          user=ETCD_CLIENT_NAME, root_users=KUBEADM_CLIENTS)
+        ctx.reconnect_etcd()
 
 
 class CloudSecret:

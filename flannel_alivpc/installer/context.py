@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flannel_alivpc.clients.cloud import Cloud, CloudConfig, build_cloud
 from flannel_alivpc.clients.etcd import EtcdClient
@@ -17,6 +18,7 @@ from flannel_alivpc.clients.metadata import MetadataClient
 from flannel_alivpc.core.cloud import InstanceIdentity
 from flannel_alivpc.core.errors import ConfigError, MetadataError
 from flannel_alivpc.core.network import parse_subnet_env
+from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.installer.hostfs import HostFS
 from flannel_alivpc.installer.options import Options
 from flannel_alivpc.installer.plan import Reporter, State, StepBlocked
@@ -24,6 +26,8 @@ from flannel_alivpc.installer.runner import CommandRunner
 
 SUBNET_ENV = "/run/flannel/subnet.env"
 CONFIG_DIR = "/etc/flannel-alivpc"
+ETCD_ROOT_PASSWORD = f"{CONFIG_DIR}/pki/etcd-root-password"
+"""The password of etcd's root user, made by the etcd-access step (mode 0600, on the master only)."""
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 
@@ -62,7 +66,8 @@ class Context:
     state: State
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
     """The process environment: it may hold ACCESS_KEY_SECRET, so it is kept out of the repr."""
-    etcd_factory: Callable[[], EtcdClient] | None = None
+    etcd_factory: Callable[..., EtcdClient] | None = None
+    """Tests: makes the etcd client, given ``username``/``password`` once authentication is on."""
     """How to reach etcd; default: ``options.etcd_*`` with paths under the root."""
     _identity: InstanceIdentity | None = field(default=None, init=False, repr=False)
     _identity_error: str | None = field(default=None, init=False, repr=False)
@@ -132,9 +137,12 @@ class Context:
         return self._cloud
 
     def etcd(self) -> EtcdClient:
+        """The cluster's etcd; as its root user once the installer has turned authentication on."""
         if self._etcd is None:
+            password = self.fs.read(ETCD_ROOT_PASSWORD)
+            auth: dict[str, Any] = {"username": "root", "password": Secret(password.strip())} if password else {}
             if self.etcd_factory is not None:
-                self._etcd = self.etcd_factory()
+                self._etcd = self.etcd_factory(**auth)
             else:
                 opts = self.options
 
@@ -143,8 +151,14 @@ class Context:
 
                 self._etcd = EtcdClient([e.strip() for e in opts.etcd_endpoints.split(",") if e.strip()],
                                         ca_file=local(opts.etcd_cafile), cert_file=local(opts.etcd_certfile),
-                                        key_file=local(opts.etcd_keyfile))
+                                        key_file=local(opts.etcd_keyfile), **auth)
         return self._etcd
+
+    def reconnect_etcd(self) -> None:
+        """Log in again at the next use (authentication was just turned on)."""
+        if self._etcd is not None:
+            self._etcd.close()
+            self._etcd = None
 
     def etcd_configured(self) -> bool:
         """Whether this machine has what it takes to reach etcd (an injected client or the cert files)."""

@@ -1,59 +1,62 @@
 """Least privilege in etcd mode: the route daemons' etcd identity reaches flannel's prefix and nothing else.
 
-The choice, and why: etcd's own role-based access control. A role ``flannel``
-gets read-write on the prefix only (``/coreos.com/network/``: leases, config,
-writer locks, cluster id) and the daemons' user (``flannel``) gets only that
-role; a ``root`` user is needed to enable authentication at all. A separate
-etcd with its own CA would isolate flannel too, but it is one more quorum to
-run, back up and upgrade, and the old 2017 guide's clusters already share one;
-with RBAC a node's credential is useless outside the prefix whichever etcd it
-is, and the same commands work on a dedicated etcd. With client-certificate
-authentication (kubeadm's etcd) etcd takes the certificate's CN as the user:
-the daemons' certificate then has CN ``flannel`` and that user needs no
-password (``--no-password``). Every other client of that etcd (kube-apiserver,
-kubeadm's health checks) needs a user with the ``root`` role before
-``auth enable`` — the plan says so, and enabling is the last step.
+The choice, and why: etcd's own role-based access control on the cluster's
+etcd. A role ``flannel-alivpc`` may read and write the prefix only
+(``/coreos.com/network/``: leases, config, writer locks, cluster id,
+overflow), and the daemons' user, ``flannel-alivpc``, holds only that role.
+A separate etcd with its own CA would isolate flannel too, but it is one more
+quorum to run, back up and upgrade on every master, and clusters of the 2017
+guide already share one; with RBAC the node credential is useless outside
+the prefix, and the same confinement works on a dedicated etcd as well.
 
-``access_commands`` is the plan as etcdctl argument lists: passwords never go
-on a command line, they are written to etcdctl's stdin (``--interactive=false``).
+kubeadm's etcd authenticates clients by certificate: etcd then takes the
+certificate's CN as the user. The daemons' certificate has CN
+``flannel-alivpc`` (``cluster.EtcdClientCert``); the CNs kubeadm's own
+clients use (kube-apiserver, the health checks) get the ``root`` role before
+authentication is turned on, so the control plane keeps full access; a
+``root`` user with a random password (kept 0600 on the master) is what etcd
+requires to enable authentication, and what the installer itself logs in as
+afterwards. Every step can be repeated: existing users, roles and grants are
+left as they are, and turning authentication on twice is a no-op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import secrets
+from collections.abc import Sequence
 
-ROLE = "flannel"
-USER = "flannel"
+from flannel_alivpc.clients.etcd import EtcdClient
+from flannel_alivpc.core.secrets import Secret
+
+ROLE = "flannel-alivpc"
+USER = "flannel-alivpc"
 ROOT = "root"
+KUBEADM_CLIENTS = ("kube-apiserver-etcd-client", "kube-etcd-healthcheck-client")
+"""The certificate CNs of kubeadm's etcd clients: they must stay root once authentication is on."""
 
 
-@dataclass(frozen=True)
-class EtcdctlCommand:
-    args: tuple[str, ...]
-    stdin: str | None = field(default=None, repr=False)
-    """A password for etcdctl to read, or None."""
+def prefix_range(prefix: str) -> str:
+    """The key prefix the role covers: flannel's prefix as a directory (``/coreos.com/network/``)."""
+    return prefix.rstrip("/") + "/"
 
 
-def access_commands(prefix: str, *, root_password: str, user_password: str | None,
-                    user: str = USER, other_root_users: tuple[str, ...] = ()) -> list[EtcdctlCommand]:
-    """The etcdctl steps that confine ``user`` to ``prefix``, in order; ``auth enable`` last.
+def confine_to_prefix(client: EtcdClient, prefix: str, *, root_password: Secret, user: str = USER,
+                      user_password: Secret | None = None, root_users: Sequence[str] = ()) -> None:
+    """Make ``user`` able to use ``prefix`` only, then turn authentication on (last, so nothing locks us out).
 
-    ``user_password`` None makes a certificate-only user (its CN is its name).
-    ``other_root_users`` (e.g. the kube-apiserver's certificate CN) keep full
-    access once authentication is on.
+    ``user_password`` None: the user authenticates by certificate only (its
+    password is random and kept nowhere).
     """
-    base = prefix.rstrip("/") + "/"
-    commands = [
-        EtcdctlCommand(("user", "add", ROOT, "--interactive=false"), stdin=root_password + "\n"),
-        EtcdctlCommand(("user", "grant-role", ROOT, "root")),
-        EtcdctlCommand(("role", "add", ROLE)),
-        EtcdctlCommand(("role", "grant-permission", ROLE, "--prefix=true", "readwrite", base)),
-        EtcdctlCommand(("user", "add", user, "--interactive=false"), stdin=user_password + "\n")
-        if user_password is not None else EtcdctlCommand(("user", "add", user, "--no-password")),
-        EtcdctlCommand(("user", "grant-role", user, ROLE)),
-    ]
-    for other in other_root_users:
-        commands += [EtcdctlCommand(("user", "add", other, "--no-password")),
-                     EtcdctlCommand(("user", "grant-role", other, "root"))]
-    commands.append(EtcdctlCommand(("auth", "enable")))
-    return commands
+    client.ensure_user(ROOT, root_password, "root")
+    for other in root_users:
+        client.ensure_user(other, Secret(secrets.token_urlsafe(24)), "root")
+    client.ensure_prefix_role(ROLE, prefix_range(prefix))
+    client.ensure_user(user, user_password or Secret(secrets.token_urlsafe(24)), ROLE)
+    client.enable_auth()
+
+
+def is_confined(client: EtcdClient, prefix: str) -> bool:
+    """Whether the role exists with exactly the prefix's read-write permission."""
+    key = prefix_range(prefix).encode()
+    end = key[:-1] + bytes([key[-1] + 1])
+    return client.role_prefixes(ROLE) == [(key, end, "READWRITE")]

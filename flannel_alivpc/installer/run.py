@@ -20,8 +20,9 @@ def steps_for(node_type: str, subnet_manager: str = "kube") -> list[Step]:
                            host.KubernetesPackages(), cluster.KubeadmConfig()]
     if node_type == "master":
         # In kube mode net-conf.json travels in the manifests' ConfigMap and no node gets an etcd credential.
-        etcd_steps: list[Step] = [cluster.EtcdClientCert(), cluster.EtcdSecret(), cluster.NetworkConfig()] \
-            if subnet_manager == "etcd" else []
+        # etcd-access comes last: once authentication is on, only root and the confined user get in.
+        etcd_steps: list[Step] = [cluster.EtcdClientCert(), cluster.EtcdSecret(), cluster.NetworkConfig(),
+                                  cluster.EtcdAccess()] if subnet_manager == "etcd" else []
         return [*prepare, cluster.KubeadmInit(), *etcd_steps, cluster.CloudSecret(), cluster.Manifests(),
                 cluster.JoinCommand()]
     if node_type == "node":
@@ -37,7 +38,7 @@ def run_install(
     report: Reporter,
     *,
     env: Mapping[str, str] | None = None,
-    etcd_factory: Callable[[], EtcdClient] | None = None,
+    etcd_factory: Callable[..., EtcdClient] | None = None,
 ) -> int:
     """Run (or show) the plan for ``options``; 0 on success, 1 when a step failed, 2 when refused."""
     fs = HostFS(options.root)

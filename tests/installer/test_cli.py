@@ -133,9 +133,9 @@ def test_dry_run_without_metadata_lists_every_blocked_step(tmp_path: Path, monke
                      "--metadata-url", "http://127.0.0.1:1", "--discovery", "token://", "--subnet-manager", "etcd"])
     out = capsys.readouterr().out
     assert code != 0
-    assert "[9/12] network-config: would fail" in out and "[11/12] manifests: would fail" in out
+    assert "[9/13] network-config: would fail" in out and "[12/13] manifests: would fail" in out
     assert "set --metadata-url" in out
-    assert "[12/12] join-command: would run" in out  # the other steps are still shown
+    assert "[13/13] join-command: would run" in out  # the other steps are still shown
     assert "sk-not-shown" not in out
 
 

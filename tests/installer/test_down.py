@@ -55,7 +55,7 @@ def down_options(emulator: Emulator, instance: str, root: Path, **overrides: obj
 
 def run(options: Options, runner: RecordingRunner, etcd: EtcdServer | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    factory = (lambda: EtcdClient(etcd.endpoint)) if etcd is not None else None
+    factory = (lambda **auth: EtcdClient(etcd.endpoint, **auth)) if etcd is not None else None
     code = run_install(options, runner, Reporter(out, err), env={}, etcd_factory=factory)
     return code, out.getvalue(), err.getvalue()
 

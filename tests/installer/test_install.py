@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from flannel_alivpc.clients.etcd import EtcdClient
-from flannel_alivpc.core.errors import ConfigError
+from flannel_alivpc.core.errors import ConfigError, EtcdAuthError
+from flannel_alivpc.core.secrets import Secret
 from flannel_alivpc.emulator.server import Emulator, Topology
+from flannel_alivpc.installer.etcd_access import is_confined
 from flannel_alivpc.installer.options import Discovery, Options, parse_discovery
 from flannel_alivpc.installer.plan import STATE_FILE, Reporter
 from flannel_alivpc.installer.run import run_install
@@ -43,7 +45,7 @@ Run = Callable[..., tuple[int, str, str]]
 def run() -> Run:
     def go(options: Options, runner: RecordingRunner, etcd: EtcdServer | None = None) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        factory = (lambda: EtcdClient(etcd.endpoint)) if etcd is not None else None
+        factory = (lambda **auth: EtcdClient(etcd.endpoint, **auth)) if etcd is not None else None
         code = run_install(options, runner, Reporter(out, err), env={}, etcd_factory=factory)
         return code, out.getvalue(), err.getvalue()
     return go
@@ -95,10 +97,17 @@ def test_master_install_renders_runs_and_resumes(emulator: Emulator, topology: T
     assert "https://pkgs.k8s.io/core:/stable:/v1.34/deb/ /" in sources
 
     # net-conf.json in etcd, the etcd client certificate really signed by the cluster's etcd CA
-    with EtcdClient(etcd_server.endpoint) as etcd:
+    root_password = (root / "etc/flannel-alivpc/pki/etcd-root-password").read_text().strip()
+    assert files_mode(root / "etc/flannel-alivpc/pki/etcd-root-password") == 0o600
+    with EtcdClient(etcd_server.endpoint, username="root", password=Secret(root_password)) as etcd:
         kv = etcd.get("/coreos.com/network/config")
         assert kv is not None and json.loads(kv.value) == {"Network": "172.16.0.0/16",
                                                            "Backend": {"Type": "ali-vpc"}}
+        # etcd authentication is on; the daemons' user (the certificate's CN) may use the prefix only.
+        assert is_confined(etcd, "/coreos.com/network")
+    with EtcdClient(etcd_server.endpoint) as anonymous, pytest.raises(EtcdAuthError):
+        anonymous.get("/coreos.com/network/config")
+    assert root_password not in out + err
     pki = root / "etc/flannel-alivpc/pki"
     subprocess.run(["openssl", "verify", "-CAfile", str(root / "etc/kubernetes/pki/etcd/ca.crt"),
                     str(pki / "etcd-client.crt")], check=True, capture_output=True)
@@ -134,7 +143,7 @@ def test_master_install_renders_runs_and_resumes(emulator: Emulator, topology: T
     runner.calls.clear()
     code, out, err = run(options, runner, etcd_server)
     assert code == 0, out + err
-    assert out.count("already done") + out.count("passed") == 11
+    assert out.count("already done") + out.count("passed") == 12
     changing = [c.command for c in runner.calls if not is_read_only(c.argv)]
     assert changing == [f"kubeadm token create --print-join-command --kubeconfig {root}/etc/kubernetes/admin.conf"]
     after = snapshot(root)
@@ -181,8 +190,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(emulator: Emulator, topolog
     assert code == 0, out + err
     assert snapshot(root) == before
     assert not [c.command for c in runner.calls if not is_read_only(c.argv)]
-    assert "[1/12] preflight: passed" in out
-    assert "[6/12] kubeadm-init: would run" in out
+    assert "[1/13] preflight: passed" in out
+    assert "[6/13] kubeadm-init: would run" in out
     assert f"kubeadm init --config {root}/etc/flannel-alivpc/kubeadm.yaml" in out
     assert "swapoff -a" in out and "apt-get install -y containerd" in out
     assert out.rstrip().endswith("dry run: nothing was changed")
@@ -217,7 +226,7 @@ def test_failing_step_stops_with_command_output_and_retry_then_resumes(
     runner.calls.clear()
     code, out, err = run(options, runner, etcd_server)
     assert code == 0, out + err
-    assert "resuming: 5 of 12 steps were done by an earlier run" in out
+    assert "resuming: 5 of 13 steps were done by an earlier run" in out
     assert runner.ran("kubeadm", "init") and not runner.ran("apt-get")
 
 
