@@ -126,3 +126,18 @@ def test_stock_flanneld_vxlan_node_and_ours_exchange_tcp_both_ways(kube_dataplan
     for pod in kube_dataplane.pods(ours):
         assert tcp_echo(pod.netns, stock.pods[0].ip), f"{pod.name} cannot reach the stock pod after its new VtepMAC"
         assert tcp_echo(stock.pods[0].netns, pod.ip), f"the stock pod cannot reach {pod.name}"
+
+
+def test_a_node_no_route_table_carries_is_told_once_its_vxlan_is_programmed(
+        kube_dataplane: KubeDataplaneCluster) -> None:
+    """A classic-network node has no route entry anywhere: its NetworkUnavailable clears once flannel.1 and its
+    peers are in its kernel, and its pods reach the VPC node's over VXLAN."""
+    kube_dataplane.start_dataplane(vpc=1, classic=1)
+    kube_dataplane.start_all()
+    kube_dataplane.wait_for_subnets(kube_dataplane.dp_nodes)
+    vpc, classic = kube_dataplane.dp_nodes
+    wait(kube_dataplane, lambda: _route_created(kube_dataplane, vpc) and _route_created(kube_dataplane, classic),
+         "both nodes' NetworkUnavailable=False")
+    condition = kube_dataplane.network_unavailable(classic)
+    assert condition is not None and "flannel.1" in condition["message"] and "VXLAN" in condition["message"]
+    all_connected(kube_dataplane)
