@@ -101,13 +101,15 @@ MODE_CLASSIC = "classic"
 MODE_VXLAN = "vxlan"
 
 
-def open_lease_source(config: DaemonConfig, env: Mapping[str, str], *, own_node: bool = True) -> LeaseSource:
+def open_lease_source(config: DaemonConfig, env: Mapping[str, str], *, own_node: bool = True,
+                      stop: threading.Event | None = None) -> LeaseSource:
     """The Kubernetes Nodes with ``--kube-subnet-mgr``, else flannel's etcd registry.
 
-    ``own_node`` False for the read-only commands, which hold no lease of their own.
+    ``own_node`` False for the read-only commands, which hold no lease of their own; ``stop``
+    (the daemon's) ends any wait for this node's lease.
     """
     if config.kube_subnet_mgr:
-        return KubeLeaseSource(config, env, own_node=own_node)
+        return KubeLeaseSource(config, env, own_node=own_node, stop=stop)
     return EtcdLeaseSource(config)
 
 
@@ -175,7 +177,8 @@ class RouteDaemon:
 
     def run(self) -> int:
         config = self.config
-        source = self.source if self.source is not None else open_lease_source(config, self.env)
+        source = self.source if self.source is not None else open_lease_source(config, self.env,
+                                                                                stop=self.stop_event)
         self.source = source
         netlink = Netlink()
         try:
@@ -248,7 +251,8 @@ class RouteDaemon:
             self.ready = True
             return self._serve(source, self.cloud, identity, network, tables, backend, node_rules)
         except LeaseLost:
-            return EXIT_LEASE_LOST
+            # Asked to stop while waiting for the lease is a clean stop, not a lost lease.
+            return 0 if self.stop_event.is_set() else EXIT_LEASE_LOST
         finally:
             self.stop_event.set()
             for loop in (self.vxlan_loop, *self.rule_loops):

@@ -280,8 +280,11 @@ class KubeLeaseSource:
     """The Node objects as leases (``--kube-subnet-mgr``)."""
 
     def __init__(self, config: DaemonConfig, env: Mapping[str, str], kube: KubeClient | None = None, *,
-                 own_node: bool = True) -> None:
-        """``own_node`` False: read-only use (``routes``, ``leases``), which needs no NODE_NAME."""
+                 own_node: bool = True, stop: threading.Event | None = None) -> None:
+        """``own_node`` False: read-only use (``routes``, ``leases``), which needs no NODE_NAME.
+
+        ``stop`` (the daemon's) ends the waits for this Node and its podCIDR: they raise ``LeaseLost``.
+        """
         if own_node and not config.node_name:
             raise NodeNameMissing("--kube-subnet-mgr needs this node's name in env NODE_NAME; in the DaemonSet set it "
                               "from the downward API: env: [{name: NODE_NAME, valueFrom: {fieldRef: "
@@ -306,6 +309,7 @@ class KubeLeaseSource:
         self._overflow: dict[str, tuple[str, TableOverflow]] = {}
         self._overflow_view: Mapping[str, TableOverflow] = {}
         self._closed = threading.Event()
+        self._stop = stop or threading.Event()
 
     def __repr__(self) -> str:
         return f"KubeLeaseSource({self.description!r})"
@@ -334,7 +338,12 @@ class KubeLeaseSource:
                                         self._event_malformed).start()
         return self._watcher
 
-    def _own_node(self, stop: threading.Event | None = None) -> Node:
+    def _pause(self) -> None:
+        """One second of a wait for this Node; stopping the daemon ends the wait."""
+        if self._stop.wait(1.0):
+            raise LeaseLost()
+
+    def _own_node(self) -> Node:
         watcher = self._ensure_watching()
         waited = 0.0
         while True:
@@ -346,9 +355,7 @@ class KubeLeaseSource:
                     log.warning("node %s is not in the Kubernetes API yet; waiting (NODE_NAME must be the "
                                 "Node's name, from the downward API spec.nodeName)", self.node_name)
                     waited = 0.0
-            if stop is not None and stop.is_set():
-                raise LeaseLost()
-            time.sleep(1.0)
+            self._pause()
             waited += 1.0
 
     def stored_public_ip(self) -> ipaddress.IPv4Address | None:
@@ -369,10 +376,9 @@ class KubeLeaseSource:
         return lease.attrs if lease is not None else None
 
     def acquire(self, network: NetworkConfig, public_ip: ipaddress.IPv4Address, attrs: LeaseAttrs) -> Lease:
-        stop = threading.Event()
         waited = -1.0
         while True:
-            node = self._own_node(stop)
+            node = self._own_node()
             try:
                 subnet = ipv4_pod_cidr(node)
             except ValueError as error:
@@ -384,7 +390,7 @@ class KubeLeaseSource:
                             "(--allocate-node-cidrs) before taking a lease; nothing is changed meanwhile",
                             self.node_name)
                 waited = 0.0
-            time.sleep(1.0)
+            self._pause()
             waited += 1.0
         check_pod_cidr(subnet, network.network, self.node_name)
         patch = lease_annotations(node, self.names, attrs)

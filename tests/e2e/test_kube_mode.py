@@ -198,3 +198,15 @@ def test_bad_kube_input_is_refused_clearly(cluster: KubeCluster) -> None:
     assert "NODE_NAME" in nameless.log() and "spec.nodeName" in nameless.log()
     assert "Traceback" not in outside.log() + nameless.log()
     assert cluster.table_entries() == {}
+
+
+def test_a_node_waiting_for_its_pod_cidr_stops_cleanly(cluster: KubeCluster) -> None:
+    """SIGTERM while waiting (a DaemonSet rollout, a drain) ends the wait at once with exit 0."""
+    cluster.start(instances=1, assign_pod_cidrs=False)
+    node = cluster.nodes[0]
+    cluster.start_node(node)
+    assert cluster.wait_until(lambda: "has no podCIDR yet" in node.log(), 15), node.log()
+    started = time.monotonic()
+    assert cluster.stop_node(node) == 0, node.log()
+    assert time.monotonic() - started < 5
+    assert cluster.table_entries() == {}
