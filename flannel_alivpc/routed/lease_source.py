@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 
 class LeaseSource(Protocol):
+    """Everything the daemon and the inspection commands need of where the leases live."""
+
     description: str
     """For logs: "etcd http://...:2379 prefix /coreos.com/network", "Kubernetes node ip-10-0-0-1"."""
 
