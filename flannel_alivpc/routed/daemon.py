@@ -79,7 +79,6 @@ from flannel_alivpc.core.vxlan import (
 from flannel_alivpc.routed.blackhole import BlackholeRoute
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.health import HealthServer
-from flannel_alivpc.routed.kube_leases import KubeLeaseSource
 from flannel_alivpc.routed.lease_source import EtcdLeaseSource, LeaseSource
 from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseLost, LeaseSnapshot, write_subnet_env
 from flannel_alivpc.routed.legacy_leases import LegacyLeaseResolver
@@ -109,6 +108,9 @@ def open_lease_source(config: DaemonConfig, env: Mapping[str, str], *, own_node:
     (the daemon's) ends any wait for this node's lease.
     """
     if config.kube_subnet_mgr:
+        # Imported here: the kubernetes client costs an etcd-mode daemon ~15 MiB it never uses.
+        from flannel_alivpc.routed.kube_leases import KubeLeaseSource
+
         return KubeLeaseSource(config, env, own_node=own_node, stop=stop)
     return EtcdLeaseSource(config)
 

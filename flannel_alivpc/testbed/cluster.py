@@ -3,7 +3,10 @@ server and simulated nodes, each the real route daemon in its own process.
 
 Each node is an emulated ECS instance; its daemon reads that instance's
 metadata (``/meta/<instance-id>``), uses ``lo`` as its interface with the
-instance's private IP as PublicIP, and writes its own subnet.env. Used by
+instance's private IP as PublicIP, and writes its own subnet.env. All of them
+share the host's network namespace, so they never write iptables rules
+(``--iptables-forward-rules=false``; a VXLAN device on ``lo`` is refused by
+the daemon itself): the host is left as it was. Used by
 ``flannel-alivpc demo``, the end-to-end tests and the benchmarks.
 """
 
@@ -160,6 +163,8 @@ class LocalCluster:
         return [
             sys.executable, "-m", "flannel_alivpc",
             *self.lease_source_args(),
+            # Simulated nodes share the host's network namespace: they must not touch its firewall.
+            "--iptables-forward-rules=false",
             "--iface", "lo", "--public-ip", node.private_ip,
             "--metadata-url", f"{self.emulator.endpoint}/meta/{node.instance_id}",
             "--api-endpoint", self.emulator.endpoint,

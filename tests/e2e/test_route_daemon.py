@@ -9,7 +9,9 @@ someone else.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -88,6 +90,10 @@ def test_nodes_converge_and_foreign_routes_are_left_alone(cluster: LocalCluster)
     # `routes --check` agrees: clean, exit 0.
     views = cluster.views()
     assert all(v.clean for v in views)
+    # The simulated nodes share this machine's network namespace: its firewall is left alone.
+    if shutil.which("iptables") and os.geteuid() == 0:
+        rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
+        assert "FLANNEL" not in rules, rules
 
 
 def test_node_joins_and_leaves(cluster: LocalCluster) -> None:
