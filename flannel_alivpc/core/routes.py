@@ -202,9 +202,10 @@ class NodeRouteState:
     """How one lease's route stands in one table, as its writer last saw it (for Node conditions)."""
 
     ok: bool
-    """Its entry is Available with the right next hop."""
+    """Its entry is Available with the right next hop, or it is reached over VXLAN (overflow)."""
     reason: str = ""
-    """Why not, when the cloud refused it or something else holds the destination; empty while pending."""
+    """Why not, when the cloud refused it or something else holds the destination (empty while pending);
+    for a usable lease, how it is reached when that is not its entry (overflow)."""
 
 
 def node_route_states(statuses: Iterable[RouteStatus],
@@ -217,8 +218,13 @@ def node_route_states(statuses: Iterable[RouteStatus],
         # An overflow lease has its path (VXLAN), so its node is usable, as a routed one is.
         routed = ((status.state in (RouteState.OK, RouteState.ADOPTING) and status.entry_status == "Available")
                   or status.state is RouteState.OVERFLOW)
-        reason = "" if routed else refusals.get(str(status.destination)) or (
-            status.reason if status.state is RouteState.CONFLICT else "")
+        if status.state is RouteState.OVERFLOW:
+            reason = status.reason  # usable, and the condition should say how
+        elif routed:
+            reason = ""
+        else:
+            reason = refusals.get(str(status.destination)) or (
+                status.reason if status.state is RouteState.CONFLICT else "")
         states[status.destination] = NodeRouteState(routed, reason)
     return states
 

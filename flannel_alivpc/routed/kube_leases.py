@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from flannel_alivpc.clients.kube import KubeClient
 from flannel_alivpc.core.errors import ConfigError, LeaseLost
@@ -262,6 +263,13 @@ class NodeWatcher:
             log.exception("lease change callback failed")
 
 
+def _route_state(value: Any) -> tuple[bool, str]:
+    """One published [routed, why]; a bare string is the earlier form ("" routed, else the refusal)."""
+    if isinstance(value, list) and len(value) == 2:
+        return bool(value[0]), str(value[1] or "")
+    return value == "", str(value or "")
+
+
 def _version(node: Node) -> int:
     try:
         return int(node.meta.resource_version)
@@ -302,7 +310,8 @@ class KubeLeaseSource:
         self._verdicts: dict[str, _NodeVerdict] = {}
         self._written: dict[str, int] = {}
         """Node -> the resourceVersion our last condition patch produced."""
-        self._tables: dict[str, dict[str, str]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
+        """table -> subnet -> [routed, why] as this daemon's writers last saw it."""
         self._report_lock = threading.Lock()
         self._conditions_due = threading.Event()
         self._conditions_thread: threading.Thread | None = None
@@ -471,7 +480,7 @@ class KubeLeaseSource:
     # -- route state and Node conditions ---------------------------------------------------
 
     def report_route_states(self, table_id: str, states: Mapping[ipaddress.IPv4Network, NodeRouteState]) -> None:
-        published = {str(subnet): state.reason if not state.ok else "" for subnet, state in states.items()
+        published = {str(subnet): [state.ok, state.reason] for subnet, state in states.items()
                      if state.ok or state.reason}
         encoded = json.dumps(published, separators=(",", ":"), sort_keys=True)
         lock = self._locks.get(table_id)
@@ -502,7 +511,7 @@ class KubeLeaseSource:
             except KubeError as error:
                 log.warning("cannot update the Node conditions (%s); retrying at the next report", error)
 
-    def _all_table_states(self) -> dict[str, dict[str, str]]:
+    def _all_table_states(self) -> dict[str, dict[str, Any]]:
         """This writer's tables as it just saw them; the other tables as their writers published them."""
         tables = dict(self._tables)
         for table_id in self._locks:
@@ -516,7 +525,7 @@ class KubeLeaseSource:
                 tables[table_id] = {}
         return tables
 
-    def _update_conditions(self, tables: Mapping[str, Mapping[str, str]]) -> None:
+    def _update_conditions(self, tables: Mapping[str, Mapping[str, Any]]) -> None:
         watcher = self._ensure_watching()
         snapshot = watcher.snapshot()
         by_subnet = {str(subnet): lease for subnet, lease in snapshot.leases.items()}
@@ -531,11 +540,13 @@ class KubeLeaseSource:
             carried = [t for t, states in tables.items() if key in states]
             if not carried:
                 continue  # no table carries it (a VXLAN-only peer), or none has reported it yet
-            refusals = [f"{t}: {tables[t][key]}" for t in carried if tables[t][key]]
+            seen = {t: _route_state(tables[t][key]) for t in carried}
+            refusals = [f"{t}: {why}" for t, (ok, why) in seen.items() if not ok and why]
+            notes = [f"{t}: {why}" for t, (ok, why) in seen.items() if ok and why]
             if refusals:
                 verdict = _NodeVerdict("True", "NoRouteCreated", "; ".join(refusals))
-            elif len(carried) == len(tables):
-                verdict = _NodeVerdict("False", "RouteCreated", "RouteController created a route")
+            elif len(carried) == len(tables) and all(ok for ok, _ in seen.values()):
+                verdict = _NodeVerdict("False", "RouteCreated", "; ".join(notes) or "RouteController created a route")
             else:
                 continue
             self._set_condition(node, verdict)

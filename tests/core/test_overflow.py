@@ -107,8 +107,10 @@ def test_plan_creates_nothing_for_overflow_and_reports_it() -> None:
     assert [s.destination for s in plan.create] == ["10.244.2.0/24"]
     states = {s.destination: s.state for s in plan.statuses}
     assert states[net(3)] is RouteState.OVERFLOW and RouteState.OVERFLOW in HEALTHY_STATES
-    # A node in the overflow has a path, so its Node is not "network unavailable".
-    assert node_route_states(plan.statuses, {})[net(3)].ok
+    # A node in the overflow has a path, so its Node is not "network unavailable", and it says how.
+    state = node_route_states(plan.statuses, {})[net(3)]
+    assert state.ok and "VXLAN" in state.reason
+    assert node_route_states(plan.statuses, {})[net(1)].reason == ""  # routed: nothing to explain
     # An overflow lease that holds an entry keeps it.
     plan = plan_routes(table_id="vtb-1", desired=wanted, actual=[entry(1)], network=NETWORK, in_sync=True,
                        cluster_id=CLUSTER, overflow=[net(1)])
