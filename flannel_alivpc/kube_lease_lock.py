@@ -32,7 +32,9 @@ class KubeLeaseLock:
 
     def __init__(self, kube: KubeClient, *, namespace: str, name: str, identity: str, duration: float,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, takeover_after: float | None = None) -> None:
+        """``takeover_after``: how long another holder's record must stay unchanged, as observed here,
+        before this candidate takes over (default: the Lease's duration, as client-go)."""
         self.kube = kube
         self.namespace = namespace
         self.name = name
@@ -41,6 +43,7 @@ class KubeLeaseLock:
         self._clock = clock
         self._wall = wall
         self._poll_interval = poll_interval
+        self._takeover_after = takeover_after
         self._observed: tuple[str, float | None, str] | None = None
         self._observed_at = 0.0
         self._held = False
@@ -76,7 +79,8 @@ class KubeLeaseLock:
         if record != self._observed:
             self._observed, self._observed_at = record, self._clock()
         held_by_other = lease.holder not in ("", self.identity)
-        if held_by_other and self._clock() - self._observed_at < max(lease.duration_seconds, 1):
+        silent_enough = self._takeover_after if self._takeover_after is not None else max(lease.duration_seconds, 1)
+        if held_by_other and self._clock() - self._observed_at < silent_enough:
             return self._set_held(False)
         mine = lease.holder == self.identity
         renewed = Lease(

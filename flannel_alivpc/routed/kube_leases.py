@@ -470,10 +470,13 @@ class KubeLeaseSource:
         return lease.annotations.get(CLUSTER_ID_ANNOTATION) if lease is not None else None
 
     def writer_lock(self, table_id: str, ttl: int, holder: str) -> Callable[[], WriterLock]:
-        # A waiting node reads the Lease once per ttl/3, as etcd-mode waiters read their lock key: it
-        # cannot take over sooner anyway (the holder must have been silent for a whole ttl).
+        # A waiting node reads the Lease once per ttl/3, as etcd-mode waiters read their lock key. It takes
+        # over once the record has stayed unchanged for 0.6 ttl as it observed it: it saw the holder's last
+        # renewal at most ttl/3 late, so that is within one ttl of the renewal (and of a SIGKILL), and a
+        # holder that cannot renew has stopped writing by then (writer.STEP_DOWN_AFTER: ~0.52 ttl).
         lock = KubeLeaseLock(self.kube, namespace=self.namespace, name=writer_lease_name(table_id),
-                             identity=f"{self.node_name}/{holder}", duration=ttl, poll_interval=ttl / 3)
+                             identity=f"{self.node_name}/{holder}", duration=ttl, poll_interval=ttl / 3,
+                             takeover_after=ttl * 0.6)
         self._locks[table_id] = lock
         return lambda: lock
 

@@ -6,7 +6,7 @@ make no cloud calls at all, so the API load does not grow with the number of
 nodes. The lock lives on an etcd lease of ``ttl`` seconds refreshed every
 ``ttl/3``: when the writer dies (even by SIGKILL) the lease expires and another
 daemon takes over within ``ttl``. A writer that cannot refresh its lock for
-most of a ttl stops writing before anyone else can start.
+about a third of a ttl stops writing before anyone else can start.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from flannel_alivpc.core.errors import FlannelAliVpcError
 from flannel_alivpc.core.reconcile import ReconcileLoop
 
 log = logging.getLogger(__name__)
+
+STEP_DOWN_AFTER = 0.35
+"""A writer that could not refresh its lock for this fraction of the ttl stops writing (retrying every
+ttl/6 meanwhile, so it has stopped within ~0.52 ttl of its last refresh)."""
 
 
 class WriterLock(Protocol):
@@ -80,19 +84,23 @@ class TableLeadership:
         worker = threading.Thread(target=self.loop.run, name=f"reconcile-{self.table_id}", daemon=True)
         worker.start()
         last_refresh = time.monotonic()
+        interval = self.ttl / 3
         try:
-            while not self._stop.wait(self.ttl / 3):
+            while not self._stop.wait(interval):
                 try:
                     lock.refresh()
                     if not lock.is_held():
                         log.warning("%s: writer lock lost; stopping writes", self.table_id)
                         return
                     last_refresh = time.monotonic()
+                    interval = self.ttl / 3
                 except FlannelAliVpcError as error:
-                    # Step down before the lease can expire and someone else start writing.
-                    if time.monotonic() - last_refresh > self.ttl * 0.6:
+                    # Step down well before anyone else may start (an etcd lock expires after a
+                    # ttl; a kube Lease is taken over 0.6 ttl after the last renewal was seen).
+                    if time.monotonic() - last_refresh > self.ttl * STEP_DOWN_AFTER:
                         log.warning("%s: cannot refresh the writer lock (%s); stepping down", self.table_id, error)
                         return
+                    interval = min(self.ttl / 6, 1.0)
         finally:
             self.is_writer = False
             self.loop.stop()

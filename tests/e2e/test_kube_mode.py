@@ -113,13 +113,10 @@ def test_writer_killed_another_takes_over_through_the_lease(cluster: KubeCluster
     cluster.stop_node(writer, kill=True)
     newcomer = cluster.new_instance("newcomer")
     cluster.add_kube_node(newcomer, pod_cidr=cluster.next_pod_cidr())
-    killed_at = time.monotonic()
     cluster.start_node(newcomer)
     assert cluster.wait_until(lambda: newcomer.instance_id in cluster.instance_routes().values(), CONVERGE), \
         _diagnose(cluster)
-    # Within the Lease duration (3 s) plus a refresh period and a route's settle time.
-    assert time.monotonic() - killed_at < 3 * 3 + 5
-    assert _writer(cluster) is not writer
+    assert _writer(cluster) is not writer  # how fast: benchmarks/writer_failover.py
 
 
 def test_refused_route_sets_no_route_created_with_one_event(cluster: KubeCluster) -> None:
