@@ -71,7 +71,7 @@ class Topology:
     instance_ids: list[str] = field(default_factory=list)
 
 
-class _QuietServer(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
     """Clients that hang up mid-request (timeouts, injected drops) are routine here: log, don't print."""
 
     daemon_threads = True
@@ -111,7 +111,7 @@ class Emulator:
                 self.state.settings = settings
         self.state.add_access_key(access_key_id, access_key_secret)
         self.authenticator = Authenticator(self.state)
-        self._server = _QuietServer((host, port), _handler_class(self))
+        self._server = QuietHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self._listeners: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
@@ -151,7 +151,7 @@ class Emulator:
         bed makes one inside its router namespace): callers there reach the same
         emulator, and metadata requests are answered by their source address.
         """
-        server = _QuietServer(sock.getsockname()[:2], _handler_class(self), bind_and_activate=False)
+        server = QuietHTTPServer(sock.getsockname()[:2], _handler_class(self), bind_and_activate=False)
         server.socket.close()
         server.socket = sock
         server.server_address = sock.getsockname()[:2]

@@ -58,10 +58,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from flannel_alivpc.emulator.server import QuietHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +377,7 @@ class KubeApiServer:
         self._failures: list[_Failure] = []
         self._rng = random.Random()
         self._cluster_ips = 10
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
+        self._server = QuietHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         for name in namespaces:
