@@ -161,6 +161,7 @@ class RouteDaemon:
         self.config = config
         self.env = env if env is not None else os.environ
         self.stop_event = threading.Event()
+        self.stop_requested = False
         self.ready = False
         self.tables: dict[str, _Table] = {}
         self.source: LeaseSource | None = source
@@ -175,6 +176,8 @@ class RouteDaemon:
         self._threads: list[threading.Thread] = []
 
     def stop(self) -> None:
+        """Asked to stop (SIGTERM/SIGINT): a clean exit 0, whatever wait it interrupts."""
+        self.stop_requested = True
         self.stop_event.set()
 
     def run(self) -> int:
@@ -254,7 +257,7 @@ class RouteDaemon:
             return self._serve(source, self.cloud, identity, network, tables, backend, node_rules)
         except LeaseLost:
             # Asked to stop while waiting for the lease is a clean stop, not a lost lease.
-            return 0 if self.stop_event.is_set() else EXIT_LEASE_LOST
+            return 0 if self.stop_requested else EXIT_LEASE_LOST
         finally:
             self.stop_event.set()
             for loop in (self.vxlan_loop, *self.rule_loops):
