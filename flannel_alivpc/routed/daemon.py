@@ -373,6 +373,7 @@ class RouteDaemon:
                 leadership = TableLeadership(
                     table_id=table_id, loop=loop, ttl=self.config.writer_lock_ttl, stop=self.stop_event,
                     make_lock=source.writer_lock(table_id, self.config.writer_lock_ttl, identity.instance_id))
+                writer.still_writer = leadership.writing
                 self.tables[table_id] = _Table(writer, leadership)
         source.start_watching(on_change)
         for table in self.tables.values():

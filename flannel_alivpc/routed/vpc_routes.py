@@ -147,6 +147,9 @@ class TableWriter:
         self.poll_interval = poll_interval
         self.settle_timeout = settle_timeout
         self._stop = stop or threading.Event()
+        self.still_writer: Callable[[], bool] = lambda: True
+        """Whether this node still holds the table's writer lock; a pass ends at its next step once it does not
+        (set by the table's leadership: a deposed writer must not finish a long pass beside the new one)."""
         self.report = TableReport()
         self._settle_estimate = 0.0
         self._store = overflow_store
@@ -225,7 +228,7 @@ class TableWriter:
         actual = {e.destination: e for e in self.api.list_route_entries(self.table_id)}
         refused: set[str] = set()
         probed = False
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.still_writer():
             plan, split, desired = self._plan(actual.values())
             report.plan = plan
             self._publish(split, desired, actual, refused)
@@ -409,7 +412,7 @@ class TableWriter:
         delay = max(0.02, 0.9 * self._settle_estimate)
         seen: dict[str, RouteEntry] = {}
         wanted = list(destinations)
-        while not self._stop.wait(delay):
+        while not self._stop.wait(delay) and self.still_writer():
             polled = [e for chunk in _chunks(wanted, BATCH_SIZE)
                       for e in self.api.list_route_entries(self.table_id, destinations=chunk)]
             for destination in wanted:

@@ -61,6 +61,10 @@ class TableLeadership:
     def start(self) -> None:
         self.thread.start()
 
+    def writing(self) -> bool:
+        """True while this node holds the lock (False as soon as its term ends, before the loop stops)."""
+        return self.is_writer
+
     def mark_dirty(self) -> None:
         if self.is_writer:
             self.loop.mark_dirty()
