@@ -19,9 +19,8 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from flannel_alivpc.clients.etcd import EtcdClient, EtcdWatch, KeyValue
 from flannel_alivpc.core.errors import ConfigError, WatchCompacted
 from flannel_alivpc.core.network import Lease, LeaseAttrs, NetworkConfig
 from flannel_alivpc.core.routes import NodeRouteState, TableOverflow
@@ -39,6 +38,10 @@ from flannel_alivpc.routed.leases import (
 )
 from flannel_alivpc.routed.startup import network_failure, wait_until_ready
 from flannel_alivpc.routed.writer import WriterLock
+
+if TYPE_CHECKING:
+    # Imported where an etcd client is made (EtcdLeaseSource): kube mode loads no etcd client, nor grpc.
+    from flannel_alivpc.clients.etcd import EtcdClient, EtcdWatch, KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +227,8 @@ class EtcdLeaseSource:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.prefix = config.etcd_prefix
+        from flannel_alivpc.clients.etcd import EtcdClient
+
         self.etcd = EtcdClient(config.etcd_endpoints, ca_file=config.etcd_cafile, cert_file=config.etcd_certfile,
                                key_file=config.etcd_keyfile, username=config.etcd_username,
                                password=config.etcd_password)

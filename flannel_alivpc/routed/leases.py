@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flannel_alivpc.clients.etcd import EtcdClient, EtcdWatch, KeyValue, WatchEvent
 from flannel_alivpc.core.errors import (
     LEASE_LOST_MESSAGE,
     ConfigError,
@@ -52,6 +52,10 @@ from flannel_alivpc.core.network import (
     subnet_key,
 )
 from flannel_alivpc.core.routes import valid_cluster_id
+
+if TYPE_CHECKING:
+    # Only annotations: the module is loaded in kube mode too, which needs no etcd (nor grpc) at all.
+    from flannel_alivpc.clients.etcd import EtcdClient, EtcdWatch, KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
 
