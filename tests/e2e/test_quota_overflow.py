@@ -106,8 +106,14 @@ def test_twelve_nodes_on_a_quota_of_eight_then_the_quota_is_raised(dataplane: Da
     states = {s.destination: s.state for s in view.statuses}
     assert sorted(d for d, s in states.items() if s is RouteState.OVERFLOW) == sorted(published(dataplane).subnets)
     assert view.clean and view.overflow.quota == 8
-    writer_logs = [n.log() for n in dataplane.dp_nodes if "quota of 8 custom entries" in n.log()]
-    assert len(writer_logs) == 1 and writer_logs[0].count("is full") == 1
+    writer_logs = [n for n in dataplane.dp_nodes if "quota of 8 custom entries" in n.log()]
+    assert len(writer_logs) == 1
+    # One Warning per change of the overflow (leases arriving during start-up may change it more than once),
+    # none per pass: two more resync passes with a stable split add none.
+    warnings = writer_logs[0].log().count("is full")
+    assert warnings >= 1
+    time.sleep(2 * 4.0)
+    assert writer_logs[0].log().count("is full") == warnings
     # Every daemon, writer or not, knows the overflow (from the published set, not from the table).
     for node in dataplane.dp_nodes:
         assert f'flannel_alivpc_overflow_nodes{{table="{dataplane.route_table_id}"}} 4.0' in healthz(node, "/metrics")
