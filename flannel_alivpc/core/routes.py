@@ -40,6 +40,14 @@ When the table is full (overflow)
     published overflow queue as it stood (longest waiting first), then
     newcomers by address. The rest are *overflow*: the table writer publishes
     them (``TableOverflow``) and every node reaches them over VXLAN.
+
+    When the quota read from the cloud is below what the table already holds
+    (it shrank: a temporary quota raise expired), the table is brought back
+    within it: our entries with another path are *trimmed*, highest address
+    first (a stable rule; leases with no other path are never trimmed). A
+    trimmed lease joins the overflow at once, but its entry is deleted only
+    when every node that would lose its path has confirmed that its VXLAN
+    path is programmed (``ProgrammedOverflow``, ``overflow_ackers``).
 """
 
 from __future__ import annotations
@@ -179,6 +187,8 @@ class RouteState(str, Enum):
 _UNRESOLVED = "the lease names no instance (flannel's old ali-vpc backend) and none is known at its PublicIP yet"
 
 OVERFLOW_REASON = "no room in the route table (its custom entry quota is reached): reached over VXLAN"
+MOVING_REASON = ("the route table holds more than its quota: reached over VXLAN, its entry is deleted once every "
+                 "node has confirmed its VXLAN path")
 
 HEALTHY_STATES = frozenset({RouteState.OK, RouteState.UNMANAGED, RouteState.OVERFLOW})
 """States that need no action (``routes --check`` is clean when every route is in one).
@@ -274,14 +284,18 @@ def plan_routes(
     cluster_id: str | None,
     protected: Collection[IPv4Network] = (),
     overflow: Collection[IPv4Network] = (),
+    release: Collection[IPv4Network] = (),
 ) -> RoutePlan:
     """Diff desired routes against one table's entries (pure).
 
     ``cluster_id`` None (no writer has ever run) means no entry is ours yet.
     ``overflow`` leases (``split_routes``) get no entry created: they are
-    reported ``overflow``; one that holds an entry keeps it.
+    reported ``overflow``. One that holds our entry (trimmed from a table over
+    its quota) keeps it until it is in ``release`` (every node has its VXLAN
+    path): then the entry is deleted.
     """
     overflow_set = frozenset(overflow)
+    release_set = frozenset(release)
     ours: dict[IPv4Network, RouteEntry] = {}
     others: dict[IPv4Network, RouteEntry] = {}
     for entry in actual:
@@ -325,6 +339,11 @@ def plan_routes(
                 delete.append(current)
             statuses.append(RouteStatus(destination, RouteState.WRONG_NEXT_HOP, route.instance_id,
                                         current.next_hop_id, current.status))
+        elif destination in overflow_set:
+            if destination in release_set and current.status == "Available":
+                delete.append(current)
+            statuses.append(RouteStatus(destination, RouteState.OVERFLOW, route.instance_id, current.next_hop_id,
+                                        current.status, reason=MOVING_REASON))
         else:
             state = RouteState.OK if current.status == "Available" else RouteState.PENDING
             statuses.append(RouteStatus(destination, state, route.instance_id, current.next_hop_id,
@@ -369,15 +388,21 @@ class TableOverflow:
 
     ``subnets`` is the overflow queue, longest waiting first (the first to get
     an entry when room appears). ``quota`` is the table's custom entry quota as
-    the writer learned it from the cloud (None: never refused).
+    the writer learned it from the cloud (None: never refused). ``moving`` are
+    the overflow leases that still hold an entry (trimmed from a table over its
+    quota): each node confirms its VXLAN path to them (``ProgrammedOverflow``)
+    before the writer deletes their entries.
     """
 
     subnets: tuple[IPv4Network, ...] = ()
     quota: int | None = None
+    moving: tuple[IPv4Network, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({"Quota": self.quota, "Overflow": [str(s) for s in self.subnets]},
-                          separators=(",", ":"))
+        data: dict[str, object] = {"Quota": self.quota, "Overflow": [str(s) for s in self.subnets]}
+        if self.moving:
+            data["Moving"] = [str(s) for s in self.moving]
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> TableOverflow:
@@ -391,16 +416,93 @@ class TableOverflow:
         quota = data.get("Quota")
         if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
             raise ValueError(f"Quota {quota!r} is not a whole number")
-        listed = data.get("Overflow")
-        if not isinstance(listed, list):
-            raise ValueError("Overflow is not a list of subnets")
-        subnets: list[IPv4Network] = []
-        for item in listed:
-            try:
-                subnets.append(ipaddress.IPv4Network(item))
-            except (TypeError, ValueError):
-                raise ValueError(f"Overflow entry {item!r} is not an IPv4 subnet") from None
-        return cls(tuple(subnets), quota)
+        subnets = _subnet_list(data, "Overflow")
+        moving = _subnet_list(data, "Moving", optional=True)
+        if not set(moving) <= set(subnets):
+            raise ValueError("Moving lists subnets that are not in Overflow")
+        return cls(subnets, quota, moving)
+
+
+def _subnet_list(data: Mapping[str, object], key: str, *, optional: bool = False) -> tuple[IPv4Network, ...]:
+    listed = data.get(key)
+    if listed is None and optional:
+        return ()
+    if not isinstance(listed, list):
+        raise ValueError(f"{key} is not a list of subnets")
+    subnets: list[IPv4Network] = []
+    for item in listed:
+        try:
+            subnets.append(ipaddress.IPv4Network(item))
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} entry {item!r} is not an IPv4 subnet") from None
+    return tuple(subnets)
+
+
+@dataclass(frozen=True)
+class ProgrammedOverflow:
+    """What one node confirms: the moving overflow leases its VXLAN path reaches (kernel entries in place).
+
+    ``public_ip`` is the node's, so a confirmation left by an earlier holder of
+    the same subnet is not taken for this one's (etcd mode; a Node's own
+    annotation cannot outlive it).
+    """
+
+    subnets: frozenset[IPv4Network]
+    public_ip: ipaddress.IPv4Address | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"PublicIP": str(self.public_ip) if self.public_ip else None,
+                           "Programmed": sorted(map(str, self.subnets))}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ProgrammedOverflow:
+        """Parse a published value; ``ValueError`` saying what is wrong."""
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        address = data.get("PublicIP")
+        try:
+            public_ip = ipaddress.IPv4Address(address) if address is not None else None
+        except (TypeError, ValueError):
+            raise ValueError(f"PublicIP {address!r} is not an IPv4 address") from None
+        return cls(frozenset(_subnet_list(data, "Programmed")), public_ip)
+
+
+@dataclass(frozen=True)
+class Ackers:
+    """Who must confirm a VXLAN path to a trimmed lease before its entry goes (``overflow_ackers``)."""
+
+    required: frozenset[IPv4Network]
+    """flannel-alivpc VPC nodes: they reach it through this table until their VXLAN path is in place."""
+    blockers: tuple[str, ...] = ()
+    """Nodes that reach it only through the table (no VXLAN path to it at all), described for the log."""
+
+
+def overflow_ackers(leases: Iterable[Lease], moving: IPv4Network, *, vpc_id: str) -> Ackers:
+    """The nodes whose path to ``moving`` depends on its entry (pure).
+
+    Our daemons on VPC nodes of this VPC must confirm. Our other nodes
+    (classic network, other VPCs) already reach every peer over VXLAN. A node
+    of flannel's old backend (no VtepMAC) or a stock flanneld vxlan node (it
+    ignores ali-vpc leases) reaches ali-vpc nodes only through the VPC table:
+    while one is in the cluster the entry stays.
+    """
+    required: set[IPv4Network] = set()
+    blockers: list[str] = []
+    for lease in leases:
+        if lease.subnet == moving:
+            continue
+        if lease.attrs.backend_type not in ("", BACKEND_TYPE):
+            blockers.append(f"{lease.subnet} ({lease.attrs.backend_type} backend: reaches ali-vpc nodes only "
+                            "through the route table)")
+        elif lease.attrs.backend_field("VtepMAC") is None:
+            blockers.append(f"{lease.subnet} (flannel's old ali-vpc backend: no VXLAN device)")
+        elif served_by_vpc_table(lease, vpc_id):
+            required.add(lease.subnet)
+    return Ackers(frozenset(required), tuple(blockers))
 
 
 @dataclass(frozen=True)
@@ -413,6 +515,8 @@ class RouteSplit:
     """Leases without an entry yet, in the order they get one: creates go in this order."""
     free: int | None = None
     """Slots left for leases after this split (None: no quota known)."""
+    trimmed: tuple[IPv4Network, ...] = ()
+    """Leases holding an entry that must move to VXLAN (the table is over its quota); part of ``overflow``."""
 
 
 def _occupies_slot(entry: RouteEntry) -> bool:
@@ -421,7 +525,8 @@ def _occupies_slot(entry: RouteEntry) -> bool:
 
 def split_routes(desired: DesiredRoutes, actual: Iterable[RouteEntry], *, quota: int | None,
                  queue: Sequence[IPv4Network] = (),
-                 no_other_path: Collection[IPv4Network] = ()) -> RouteSplit:
+                 no_other_path: Collection[IPv4Network] = (), trim: bool = False,
+                 cluster_id: str | None = None) -> RouteSplit:
     """Decide who gets an entry in a table of ``quota`` custom entries (pure; see the module docstring).
 
     Every Custom entry counts against the quota (the cloud counts them all:
@@ -429,8 +534,14 @@ def split_routes(desired: DesiredRoutes, actual: Iterable[RouteEntry], *, quota:
     that already holds its destination keeps it. ``queue`` is the overflow
     queue as last published; ``no_other_path`` are the leases that cannot be
     reached over VXLAN, which go first. With ``quota`` None every lease is routed.
+
+    ``trim`` (the quota was read from the cloud, so a table holding more is
+    known to be over it): the excess is trimmed from the leases holding this
+    cluster's entries (``cluster_id``), highest address first, never one in
+    ``no_other_path``; trimmed leases head the overflow queue.
     """
     held: set[IPv4Network] = set()
+    ours: set[IPv4Network] = set()
     others = 0
     for entry in actual:
         if not _occupies_slot(entry):
@@ -438,15 +549,25 @@ def split_routes(desired: DesiredRoutes, actual: Iterable[RouteEntry], *, quota:
         destination = _destination(entry)
         if destination is not None and destination in desired.routes:
             held.add(destination)
+            if cluster_id is not None and entry_cluster(entry) == cluster_id:
+                ours.add(destination)
         else:
             others += 1
-    waiting = [d for d in desired.routes if d not in held]
+    trimmed: list[IPv4Network] = []
+    if trim and quota is not None and others + len(held) > quota:
+        candidates = sorted((d for d in ours if d not in no_other_path), key=lambda d: int(d.network_address))
+        excess = others + len(held) - quota
+        trimmed = candidates[len(candidates) - min(excess, len(candidates)):][::-1]
+        held -= set(trimmed)
+    waiting = [d for d in desired.routes if d not in held and d not in trimmed]
     queued = {subnet: position for position, subnet in enumerate(queue)}
     forced = frozenset(no_other_path)
     waiting.sort(key=lambda d: (d not in forced, queued.get(d, len(queued)), int(d.network_address)))
     if quota is None:
         return RouteSplit(routed=frozenset(desired.routes), waiting=tuple(waiting))
-    free = max(0, quota - others - len(held))
+    # Trimmed leases still hold their slots until deleted: none is free for a waiting lease.
+    free = max(0, quota - others - len(held) - len(trimmed))
     admitted = waiting[:free]
-    return RouteSplit(routed=frozenset(held) | frozenset(admitted), overflow=tuple(waiting[free:]),
-                      waiting=tuple(waiting), free=free - len(admitted))
+    return RouteSplit(routed=frozenset(held) | frozenset(admitted),
+                      overflow=tuple(trimmed) + tuple(waiting[free:]),
+                      waiting=tuple(waiting), free=free - len(admitted), trimmed=tuple(trimmed))

@@ -338,6 +338,7 @@ class RouteDaemon:
                node_rules: Mapping[str, Callable[[], float | None]]) -> int:
         vxlan_only = not table_ids
         programmed = threading.Event()
+        confirmed: list[frozenset[ipaddress.IPv4Network] | None] = [None]
 
         def vxlan_pass() -> float | None:
             result = backend.reconcile()
@@ -345,6 +346,12 @@ class RouteDaemon:
             if vxlan_only and not programmed.is_set():
                 programmed.set()
                 source.report_vxlan_programmed(backend.settings.device, backend.report.peers)
+            # Leases being moved off a table wait for every node's word that its VXLAN path to them is in
+            # the kernel (only what a completed pass programmed counts); said again only when it changes.
+            moving = self.moving_subnets() & backend.report.programmed
+            if moving != confirmed[0]:
+                source.report_overflow_programmed(moving)
+                confirmed[0] = moving
             return result
 
         self.vxlan_loop = ReconcileLoop(f"vxlan {backend.settings.device}", vxlan_pass,
@@ -432,6 +439,12 @@ class RouteDaemon:
                                 for subnet in overflow.subnets)
             self._overflow_seen = (published, subnets)
         return subnets
+
+    def moving_subnets(self) -> frozenset[ipaddress.IPv4Network]:
+        """The overflow leases our tables' writers are moving off them (entries still there, awaiting nodes)."""
+        published = self.source.route_overflow() if self.source is not None else {}
+        return frozenset(subnet for table_id, overflow in published.items() if table_id in self.tables
+                         for subnet in overflow.moving)
 
     # -- observability -------------------------------------------------------------------
 

@@ -16,7 +16,10 @@ writers, and the Node ``NetworkUnavailable`` condition from the real route state
 * **Overflow.** A writer whose table cannot hold every lease publishes the
   rest on its Lease too (``OVERFLOW_ANNOTATION``); every daemon already
   reads every table's writer Lease as a candidate, so it learns the overflow
-  from those reads, with no extra request.
+  from those reads, with no extra request. A node confirms its VXLAN path to
+  leases being moved off a table on its own Node (``PROGRAMMED_ANNOTATION``,
+  through ``nodes/status`` as the flannel annotations); writers read the
+  confirmations from the Nodes they already follow.
 * **Conditions.** A node's ``NetworkUnavailable`` turns ``False``
   (``RouteCreated``) only once its entry is Available in every table that
   must carry it, and ``True`` (``NoRouteCreated``, the cloud's words in the
@@ -50,7 +53,7 @@ from flannel_alivpc.core.kube_subnets import (
     node_lease,
 )
 from flannel_alivpc.core.network import IPv4Network, Lease, LeaseAttrs, NetworkConfig, parse_network_config
-from flannel_alivpc.core.routes import NodeRouteState, TableOverflow
+from flannel_alivpc.core.routes import NodeRouteState, ProgrammedOverflow, TableOverflow
 from flannel_alivpc.kube_lease_lock import KubeLeaseLock
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.leases import EMPTY_SNAPSHOT, LeaseSnapshot
@@ -68,6 +71,7 @@ CLUSTER_ID_LEASE = "flannel-alivpc-cluster-id"
 CLUSTER_ID_ANNOTATION = "flannel-alivpc.io/cluster-id"
 ROUTE_STATE_ANNOTATION = "flannel-alivpc.io/route-state"
 OVERFLOW_ANNOTATION = "flannel-alivpc.io/route-overflow"
+PROGRAMMED_ANNOTATION = "flannel-alivpc.io/overflow-programmed"
 OVERFLOW_CHECK = 0.5
 """Seconds between looks at the writer Leases as last read (local: no request is made)."""
 COMPONENT = "flannel-alivpc"
@@ -616,6 +620,28 @@ class KubeLeaseSource:
         if changed:
             self._overflow_view = {table_id: parsed for table_id, (_, parsed) in self._overflow.items()}
         return self._overflow_view
+
+    def report_overflow_programmed(self, subnets: frozenset[IPv4Network]) -> None:
+        value = ProgrammedOverflow(subnets).to_json() if subnets else None
+        node = self._ensure_watching().node(self.node_name)
+        if node is not None and node.meta.annotations.get(PROGRAMMED_ANNOTATION) == value:
+            return
+        # null removes the annotation (strategic merge): a Node carries one only while something moves.
+        self.kube.patch_node_status(self.node_name, {"metadata": {"annotations": {PROGRAMMED_ANNOTATION: value}}})
+
+    def overflow_programmed(self) -> Mapping[IPv4Network, ProgrammedOverflow]:
+        confirmations: dict[IPv4Network, ProgrammedOverflow] = {}
+        for node in self._ensure_watching().nodes():
+            raw = node.meta.annotations.get(PROGRAMMED_ANNOTATION)
+            if not raw:
+                continue
+            try:
+                subnet = ipv4_pod_cidr(node)
+                if subnet is not None:
+                    confirmations[subnet] = ProgrammedOverflow.from_json(raw)
+            except ValueError as error:
+                log.debug("ignoring %s on node %s: %s", PROGRAMMED_ANNOTATION, node.meta.name, error)
+        return confirmations
 
     def _parse_overflow(self, table_id: str, raw: str) -> TableOverflow | None:
         try:

@@ -6,8 +6,11 @@ snapshot of everyone's, a writer lock per route table, the cluster's id, a
 place to say how each node's routes stand, and each table's overflow (the
 nodes its writer cannot give an entry, which every daemon reaches over VXLAN:
 published by the writer, followed by every daemon, so no daemon but the writer
-reads the route table). ``EtcdLeaseSource`` keeps them under flannel's etcd
-prefix (the overflow at ``<prefix>/alivpc/overflow/<table-id>``);
+reads the route table), and each node's confirmation that its VXLAN path to
+the overflow leases being moved off a table is in place (before their entries
+are deleted). ``EtcdLeaseSource`` keeps them under flannel's etcd prefix (the
+overflow at ``<prefix>/alivpc/overflow/<table-id>``, the confirmations at
+``<prefix>/alivpc/overflow-programmed/<subnet-key>``);
 ``routed.kube_leases.KubeLeaseSource`` in the Kubernetes Node objects, as
 flanneld's ``--kube-subnet-mgr`` does.
 """
@@ -22,8 +25,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from flannel_alivpc.core.errors import ConfigError, WatchCompacted
-from flannel_alivpc.core.network import Lease, LeaseAttrs, NetworkConfig
-from flannel_alivpc.core.routes import NodeRouteState, TableOverflow
+from flannel_alivpc.core.network import IPv4Network, Lease, LeaseAttrs, NetworkConfig, parse_subnet_key, subnet_key
+from flannel_alivpc.core.routes import NodeRouteState, ProgrammedOverflow, TableOverflow
 from flannel_alivpc.routed.config import DaemonConfig
 from flannel_alivpc.routed.leases import (
     EMPTY_SNAPSHOT,
@@ -122,6 +125,14 @@ class LeaseSource(Protocol):
         """This node needs no route entry and its VXLAN device and peers are in the kernel."""
         ...
 
+    def report_overflow_programmed(self, subnets: frozenset[IPv4Network]) -> None:
+        """Confirm that this node's VXLAN path to these moving overflow leases is in the kernel (empty: none)."""
+        ...
+
+    def overflow_programmed(self) -> Mapping[IPv4Network, ProgrammedOverflow]:
+        """Every node's confirmation, by the node's subnet, read now (a writer about to delete trimmed entries)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -130,6 +141,10 @@ OVERFLOW_BACKOFF_MAX = 10.0
 
 def overflow_prefix(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/alivpc/overflow/"
+
+
+def programmed_prefix(prefix: str) -> str:
+    return f"{prefix.rstrip('/')}/alivpc/overflow-programmed/"
 
 
 class OverflowWatcher:
@@ -234,6 +249,7 @@ class EtcdLeaseSource:
                                password=config.etcd_password)
         self.description = f"etcd {','.join(config.etcd_endpoints)} prefix {self.prefix}"
         self._manager: LeaseManager | None = None
+        self._own: Lease | None = None
         self._watcher: LeaseWatcher | None = None
         self._overflow: OverflowWatcher | None = None
 
@@ -258,7 +274,8 @@ class EtcdLeaseSource:
         self._manager = LeaseManager(self.etcd, self.prefix, network, public_ip, lambda: attrs,
                                      read_previous_subnet(self.config.subnet_file),
                                      self.config.renew_margin_minutes * 60.0)
-        return self._manager.acquire()
+        self._own = self._manager.acquire()
+        return self._own
 
     def start_watching(self, on_change: Callable[[], None], *, expirations: bool = False) -> None:
         def changed() -> None:
@@ -311,6 +328,27 @@ class EtcdLeaseSource:
 
     def route_overflow(self) -> Mapping[str, TableOverflow]:
         return self._overflow.tables() if self._overflow is not None else MappingProxyType({})
+
+    def report_overflow_programmed(self, subnets: frozenset[IPv4Network]) -> None:
+        assert self._own is not None, "acquire() first"
+        key = programmed_prefix(self.prefix) + subnet_key(self._own.subnet)
+        if subnets:
+            self.etcd.put(key, ProgrammedOverflow(subnets, self._own.attrs.public_ip).to_json())
+        else:
+            # Only while something moves does a node hold a key here.
+            self.etcd.delete(key)
+
+    def overflow_programmed(self) -> Mapping[IPv4Network, ProgrammedOverflow]:
+        prefix = programmed_prefix(self.prefix)
+        kvs, _ = self.etcd.get_prefix(prefix)
+        confirmations: dict[IPv4Network, ProgrammedOverflow] = {}
+        for kv in kvs:
+            try:
+                confirmations[parse_subnet_key(kv.key[len(prefix):])] = ProgrammedOverflow.from_json(kv.value)
+            except ValueError as error:
+                # Not a confirmation: its node counts as not confirmed, so nothing is deleted on its account.
+                log.debug("ignoring %s: %s", kv.key, error)
+        return confirmations
 
     def close(self) -> None:
         if self._overflow is not None:

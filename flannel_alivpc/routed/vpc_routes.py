@@ -24,10 +24,21 @@ the table's overflow through the lease source, where every daemon reads it and
 reaches those nodes over VXLAN. A lease moves from the overflow to the table
 only in this order: its entry is created, then polled until Available, and
 only then is it dropped from the published overflow (so every node keeps its
-VXLAN path until the route works). Room is noticed without a quota API: a
-slot freed in the table (a node left) is used in the same pass, and once per
-``probe_interval`` the writer tries the head of the queue, so a raised quota
-is used within that time.
+VXLAN path until the route works). Room is noticed in three ways: a slot
+freed in the table (a node left) is used in the same pass; once per
+``probe_interval`` the writer reads the quota from the Quota Center
+(``read_quota``) and tries the head of the queue (a quota raised for this
+table alone shows only so).
+
+A quota that shrank below what the table holds (a temporary raise expired) is
+seen only by the read; the writer then trims the table back within it, in
+this order: the trimmed leases are published in the overflow (``Moving``:
+they still hold an entry), every node programs its VXLAN path to them and
+confirms it (``overflow_programmed``), and only when every node that reaches
+them through this table has confirmed is the entry deleted. A node that has
+no VXLAN path to give (flannel's old backend, stock flanneld) keeps the entry
+in place, reported. A table that takes more entries than the quota read says
+has a quota of its own: the read is then not used to trim it.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from flannel_alivpc.core.routes import (
     ROUTE_NAME,
     DesiredRoutes,
     NodeRouteState,
+    ProgrammedOverflow,
     RoutePlan,
     RouteSplit,
     RouteState,
@@ -53,6 +65,7 @@ from flannel_alivpc.core.routes import (
     desired_routes,
     legacy_address,
     node_route_states,
+    overflow_ackers,
     plan_routes,
     route_description,
     split_routes,
@@ -64,6 +77,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 50
 REFUSED_RETRY = 30.0
 """Seconds before trying again when every change of a pass was refused (quota, bad next hop)."""
+CONFIRM_WAIT = 3.0
+"""Seconds a pass waits for the nodes' VXLAN confirmations of trimmed leases before ending (the next comes soon)."""
+CONFIRM_RETRY = 1.0
 _SETTLED = "Available"
 
 
@@ -85,6 +101,10 @@ class OverflowStore(Protocol):
     def read_route_overflow(self, table_id: str) -> TableOverflow | None: ...
 
     def publish_route_overflow(self, table_id: str, overflow: TableOverflow) -> None: ...
+
+    def overflow_programmed(self) -> Mapping[IPv4Network, ProgrammedOverflow]:
+        """Each node's confirmation of its VXLAN path to moving overflow leases, keyed by the node's subnet."""
+        ...
 
 
 class RouteTableApi(Protocol):
@@ -113,6 +133,8 @@ class TableReport:
     quota_error: str = ""
     overflow: TableOverflow = field(default_factory=TableOverflow)
     """What this pass published: the leases the table cannot hold, reached over VXLAN."""
+    unconfirmed: dict[str, list[str]] = field(default_factory=dict)
+    """trimmed destination -> the nodes that have not confirmed their VXLAN path to it yet (or cannot)."""
 
 
 class TableWriter:
@@ -130,9 +152,11 @@ class TableWriter:
         legacy: LegacyLeaseResolver | None = None,
         report: Callable[[str, Mapping[IPv4Network, NodeRouteState]], None] | None = None,
         overflow_store: OverflowStore | None = None,
+        read_quota: Callable[[], int] | None = None,
         probe_interval: float = 60.0,
         poll_interval: float = 0.1,
         settle_timeout: float = 300.0,
+        confirm_wait: float = CONFIRM_WAIT,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -146,6 +170,7 @@ class TableWriter:
         self._report_states = report
         self.poll_interval = poll_interval
         self.settle_timeout = settle_timeout
+        self.confirm_wait = confirm_wait
         self._stop = stop or threading.Event()
         self.still_writer: Callable[[], bool] = lambda: True
         """Whether this node still holds the table's writer lock; a pass ends at its next step once it does not
@@ -157,6 +182,14 @@ class TableWriter:
         self._clock = clock
         self._quota: int | None = None
         """The table's custom entry quota as last learned from a refusal (None: not known to be reached)."""
+        self._read_quota_api = read_quota
+        self._read: int | None = None
+        """The quota as last read from the Quota Center (None: not read, or the read failed)."""
+        self._read_at: float | None = None
+        self._read_error = ""
+        self._read_exceeded = False
+        """The table took more entries than the read quota: it has a quota of its own, the read does not trim it."""
+        self._blocked: tuple[str, ...] = ()
         self._queue: tuple[IPv4Network, ...] = ()
         """The overflow as last published: the queue order for free slots."""
         self._stored: TableOverflow | None = None
@@ -172,11 +205,51 @@ class TableWriter:
         # A lease that publishes no VtepMAC (flannel's old backend) has no VXLAN path: it goes first.
         no_vxlan = {lease.subnet for lease in leases if lease.attrs.backend_field("VtepMAC") is None}
         entries = list(actual)
-        split = split_routes(desired, entries, quota=self._quota, queue=self._queue, no_other_path=no_vxlan)
+        trim = self._read is not None and not self._read_exceeded and snap.in_sync
+        split = split_routes(desired, entries, quota=self._effective_quota(), queue=self._queue,
+                             no_other_path=no_vxlan, trim=trim, cluster_id=self.cluster_id)
+        release = self._confirmed(split, leases) if split.trimmed else frozenset()
         plan = plan_routes(table_id=self.table_id, desired=desired, actual=entries, network=self.network,
                            in_sync=snap.in_sync, cluster_id=self.cluster_id, protected=snap.malformed_subnets(),
-                           overflow=split.overflow)
+                           overflow=split.overflow, release=release)
         return plan, split, desired
+
+    def _effective_quota(self) -> int | None:
+        """The read quota, or what a refusal taught when lower (or when there is no usable read)."""
+        read = None if self._read_exceeded else self._read
+        if read is None or self._quota is None:
+            return self._quota if read is None else read
+        return min(read, self._quota)
+
+    def _confirmed(self, split: RouteSplit, leases: Sequence[Lease]) -> frozenset[IPv4Network]:
+        """The trimmed leases whose entry may go: every node that reaches them through the table has its VXLAN
+        path to them programmed (a confirmation from an earlier holder of a subnet does not count)."""
+        confirmations = self._store.overflow_programmed() if self._store is not None else {}
+        by_subnet = {lease.subnet: lease for lease in leases}
+        released: set[IPv4Network] = set()
+        unconfirmed: dict[str, list[str]] = {}
+        blocked: list[str] = []
+        for subnet in split.trimmed:
+            ackers = overflow_ackers(leases, subnet, vpc_id=self.vpc_id)
+            missing = sorted((str(node) for node in ackers.required
+                              if not _confirms(confirmations.get(node), subnet, by_subnet[node])),
+                             key=lambda text: int(IPv4Network(text).network_address))
+            if ackers.blockers:
+                blocked.extend(ackers.blockers)
+                unconfirmed[str(subnet)] = list(ackers.blockers)
+            elif missing:
+                unconfirmed[str(subnet)] = missing
+            else:
+                released.add(subnet)
+        self.report.unconfirmed = unconfirmed
+        blockers = tuple(sorted(set(blocked)))
+        if blockers and blockers != self._blocked:
+            log.warning("%s: over its quota, but %d nodes reach ali-vpc nodes only through the route table "
+                        "(%s): the entries of %d leases that should move to VXLAN stay until those nodes run "
+                        "flannel-alivpc or leave", self.table_id, len(blockers), "; ".join(blockers[:3]),
+                        len(split.trimmed))
+        self._blocked = blockers
+        return frozenset(released)
 
     def _load_published(self) -> None:
         """Start from what was published (by this writer or the one before it): the quota and the queue."""
@@ -199,7 +272,8 @@ class TableWriter:
         still_moving = [subnet for subnet in self._queue
                         if subnet in desired.routes and subnet not in split.overflow
                         and str(subnet) not in entry_ready and str(subnet) not in refused]
-        overflow = TableOverflow(tuple(still_moving) + split.overflow, self._quota)
+        moving = tuple(subnet for subnet in split.trimmed if str(subnet) in actual)
+        overflow = TableOverflow(tuple(still_moving) + split.overflow, self._effective_quota(), moving)
         self.report.overflow = overflow
         if overflow == self._stored:
             return
@@ -225,6 +299,7 @@ class TableWriter:
         report = TableReport()
         self.report = report
         self._load_published()
+        self._refresh_read_quota()
         actual = {e.destination: e for e in self.api.list_route_entries(self.table_id)}
         refused: set[str] = set()
         probed = False
@@ -246,11 +321,14 @@ class TableWriter:
             elif adopts:
                 batch = self._adopt(adopts[:BATCH_SIZE], report, refused)
             elif deletes:
-                wrong_hop = {str(s.destination) for s in plan.statuses if s.state is RouteState.WRONG_NEXT_HOP}
-                batch = self._delete(deletes[:BATCH_SIZE], wrong_hop, report, refused)
+                reasons = {str(s.destination): s.state for s in plan.statuses
+                           if s.state in (RouteState.WRONG_NEXT_HOP, RouteState.OVERFLOW)}
+                batch = self._delete(deletes[:BATCH_SIZE], reasons, report, refused)
             elif split.overflow and not probed and self._probe_due():
                 probed = True
                 batch = self._probe(split, desired, actual, report, refused)
+            elif self._wait_confirmations(split, report):
+                continue
             else:
                 if plan.kept_for_unknown:
                     log.info("%s: keeping %d entries whose leases are unknown or malformed: %s", self.table_id,
@@ -258,10 +336,48 @@ class TableWriter:
                 self._report_quota(report, actual)
                 if self._report_states is not None:
                     self._report_states(self.table_id, node_route_states(plan.statuses, report.refusals))
-                return self._next_pass(refused, bool(split.overflow))
+                return self._next_pass(refused, bool(split.overflow), awaiting=bool(report.unconfirmed)
+                                       and not self._blocked)
             if batch:
                 self._observe_settled(actual, batch)
         return None
+
+    def _refresh_read_quota(self) -> None:
+        """Read the quota from the Quota Center at the first pass and then once per ``probe_interval``."""
+        now = self._clock()
+        if self._read_quota_api is None or (self._read_at is not None and now - self._read_at < self.probe_interval):
+            return
+        self._read_at = now
+        try:
+            quota = self._read_quota_api()
+        except CloudError as error:
+            if not isinstance(error, RetryableCloudError):
+                self._read = None
+            if str(error) != self._read_error:
+                log.warning("%s: cannot read the route entry quota from the Quota Center (%s); a full table is "
+                            "still learned from the cloud's refusals, but a quota lowered below what the table "
+                            "holds is not noticed (grant quotas:GetProductQuota to the nodes' RAM role)",
+                            self.table_id, error)
+            self._read_error = str(error)
+            return
+        self._read_error = ""
+        if quota != self._read:
+            if self._read is not None:
+                log.info("%s: the route entry quota is now %d (was %d)", self.table_id, quota, self._read)
+            # A new value makes what a refusal taught and what the table took beyond the old one stale.
+            self._quota = None
+            self._read_exceeded = False
+        self._read = quota
+
+    def _wait_confirmations(self, split: RouteSplit, report: TableReport) -> bool:
+        """Wait a little for the nodes to confirm trimmed leases; True when one may now go (plan again)."""
+        if not report.unconfirmed or self._blocked:
+            return False
+        deadline = time.monotonic() + self.confirm_wait
+        while not self._stop.wait(self.poll_interval) and self.still_writer() and time.monotonic() < deadline:
+            if self._confirmed(split, list(self._snapshot().leases.values())):
+                return True
+        return False
 
     def _probe_due(self) -> bool:
         now = self._clock()
@@ -274,13 +390,15 @@ class TableWriter:
         description = route_description(self.cluster_id)
         specs = [RouteSpec(destination=str(subnet), next_hop_id=desired.routes[subnet].instance_id,
                            name=ROUTE_NAME, description=description)
-                 for subnet in split.overflow[:BATCH_SIZE]]
+                 for subnet in [s for s in split.overflow if s not in split.trimmed][:BATCH_SIZE]]
         log.debug("%s: probing the quota with %d overflow leases", self.table_id, len(specs))
+        if not specs:
+            return []
         return self._create(specs, actual, report, refused)
 
-    def _next_pass(self, refused: set[str], overflowing: bool) -> float | None:
-        """When to pass again without an event: refused changes retried, the quota probed."""
-        delays = []
+    def _next_pass(self, refused: set[str], overflowing: bool, *, awaiting: bool = False) -> float | None:
+        """When to pass again without an event: refused changes retried, the quota probed, confirmations."""
+        delays = [CONFIRM_RETRY] if awaiting else []
         if refused:
             # Changes the API refused (bad next hop, permissions) are tried again later.
             delays.append(REFUSED_RETRY)
@@ -313,6 +431,11 @@ class TableWriter:
             log.info("%s: the route table took %d entries beyond the quota of %d it had; the quota was raised",
                      self.table_id, held + len(created) - self._quota, self._quota)
             self._quota = None
+        if created and self._read is not None and not self._read_exceeded and held + len(created) > self._read:
+            log.info("%s: the route table took %d custom entries, more than the quota of %d the Quota Center "
+                     "gives; it has a quota of its own, learned from refusals (the read no longer trims it)",
+                     self.table_id, held + len(created), self._read)
+            self._read_exceeded = True
         for spec in created:
             log.info("%s: created %s -> %s (lease present, entry missing)", self.table_id,
                      spec.destination, spec.next_hop_id, extra=self._fields(spec.destination, spec.next_hop_id))
@@ -346,16 +469,15 @@ class TableWriter:
         report.adopted += len(adopted)
         return adopted
 
-    def _delete(self, entries: Sequence[RouteEntry], wrong_hop: set[str], report: TableReport,
+    def _delete(self, entries: Sequence[RouteEntry], reasons: Mapping[str, RouteState], report: TableReport,
                 refused: set[str]) -> list[str]:
-        """Delete one batch; returns the destinations deleted."""
+        """Delete one batch; returns the destinations deleted (``reasons``: why, for those not stale)."""
         result = self.api.delete_route_entries(self.table_id, entries)
         failed = {f.entry_id for f in result.failures}
         deleted = [e for e in entries if e.entry_id not in failed]
         refused.update(e.destination for e in entries if e.entry_id in failed)
         for entry in deleted:
-            reason = "next hop is not the lease's instance" if entry.destination in wrong_hop \
-                else "no lease for this subnet"
+            reason = _DELETE_REASONS[reasons.get(entry.destination, RouteState.STALE)]
             log.info("%s: deleted %s -> %s (%s)", self.table_id, entry.destination, entry.next_hop_id, reason,
                      extra=self._fields(entry.destination, entry.next_hop_id))
         report.deleted += len(deleted)
@@ -429,6 +551,19 @@ class TableWriter:
                     + ", ".join(f"{e.destination} {e.status}" for e in unsettled[:5]))
             delay = min(self.poll_interval, max(0.02, delay / 4))
         return seen
+
+
+_DELETE_REASONS = {
+    RouteState.WRONG_NEXT_HOP: "next hop is not the lease's instance",
+    RouteState.OVERFLOW: "the table is over its quota: moved to VXLAN, every node confirmed its path",
+    RouteState.STALE: "no lease for this subnet",
+}
+
+
+def _confirms(confirmation: ProgrammedOverflow | None, subnet: IPv4Network, node: Lease) -> bool:
+    if confirmation is None or subnet not in confirmation.subnets:
+        return False
+    return confirmation.public_ip is None or confirmation.public_ip == node.attrs.public_ip
 
 
 def _is_quota(code: str) -> bool:

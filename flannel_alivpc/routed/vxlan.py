@@ -133,6 +133,8 @@ class VxlanReport:
     changes: int = 0
     failures: list[str] = field(default_factory=list)
     full_observations: int = 0
+    programmed: frozenset[IPv4Network] = frozenset()
+    """The peers whose neighbour, FDB entry and route (or direct route) are in the kernel after this pass."""
 
 
 class VxlanBackend:
@@ -325,6 +327,7 @@ class VxlanBackend:
         if plan.empty:
             self._observed = observed
             self._observed_index = link.index
+            report.programmed = frozenset(peers.peers)
             return None
         errors = self._apply(link, plan, observed, peers, direct)
         report.changes = len(plan.changes)
@@ -333,6 +336,7 @@ class VxlanBackend:
             self._observed = None  # look again next time
             raise NetlinkError(f"{len(errors)} change(s) on {link.name} failed, first: {errors[0]}",
                                operation="vxlan reconcile")
+        report.programmed = frozenset(peers.peers)
         return None
 
     def _recheck_address(self, link: Link) -> None:

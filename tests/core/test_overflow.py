@@ -10,10 +10,12 @@ from flannel_alivpc.core.cloud import RouteEntry
 from flannel_alivpc.core.network import Lease, LeaseAttrs
 from flannel_alivpc.core.routes import (
     HEALTHY_STATES,
+    ProgrammedOverflow,
     RouteState,
     TableOverflow,
     desired_routes,
     node_route_states,
+    overflow_ackers,
     plan_routes,
     route_description,
     split_routes,
@@ -111,15 +113,71 @@ def test_plan_creates_nothing_for_overflow_and_reports_it() -> None:
     state = node_route_states(plan.statuses, {})[net(3)]
     assert state.ok and "VXLAN" in state.reason
     assert node_route_states(plan.statuses, {})[net(1)].reason == ""  # routed: nothing to explain
-    # An overflow lease that holds an entry keeps it.
+    # An overflow lease that holds an entry (trimmed) keeps it until released, and is reported moving.
     plan = plan_routes(table_id="vtb-1", desired=wanted, actual=[entry(1)], network=NETWORK, in_sync=True,
                        cluster_id=CLUSTER, overflow=[net(1)])
-    assert not plan.delete and {s.destination: s.state for s in plan.statuses}[net(1)] is RouteState.OK
+    [moving] = [s for s in plan.statuses if s.destination == net(1)]
+    assert not plan.delete and moving.state is RouteState.OVERFLOW and "confirmed" in moving.reason
+    plan = plan_routes(table_id="vtb-1", desired=wanted, actual=[entry(1)], network=NETWORK, in_sync=True,
+                       cluster_id=CLUSTER, overflow=[net(1)], release=[net(1)])
+    assert [e.destination for e in plan.delete] == ["10.244.1.0/24"]
+    # Released but still Pending: not deleted yet (the table takes one change at a time).
+    plan = plan_routes(table_id="vtb-1", desired=wanted, actual=[entry(1, status="Pending")], network=NETWORK,
+                       in_sync=True, cluster_id=CLUSTER, overflow=[net(1)], release=[net(1)])
+    assert not plan.delete
+
+
+def test_a_quota_read_below_what_the_table_holds_trims_ours_highest_address_first() -> None:
+    wanted = desired(1, 2, 3, 4, 5)
+    held = [entry(n) for n in (1, 2, 3, 4)]
+    # Without a read (trim=False) nothing held moves: the refusal-learned quota cannot be below what is held.
+    assert split_routes(wanted, held, quota=2).routed == {net(1), net(2), net(3), net(4)}
+    split = split_routes(wanted, held, quota=2, trim=True, cluster_id=CLUSTER)
+    assert split.trimmed == (net(4), net(3))
+    assert split.routed == {net(1), net(2)}
+    # Trimmed leases head the queue, then the waiting one; no slot is free while they still hold theirs.
+    assert split.overflow == (net(4), net(3), net(5)) and split.free == 0
+    # A foreign entry counts against the quota but is never trimmed; neither is a lease with no other path.
+    foreign = entry(9, description="hand-made", destination="10.244.9.0/24")
+    split = split_routes(wanted, [*held, foreign], quota=3, trim=True, cluster_id=CLUSTER,
+                         no_other_path=[net(4)])
+    assert split.trimmed == (net(3), net(2)) and net(4) in split.routed
+    # Once the trimmed entries are gone the table is within its quota: the split stays, nothing flaps.
+    after = split_routes(wanted, [entry(1), entry(2)], quota=2, trim=True, cluster_id=CLUSTER,
+                         queue=(net(4), net(3), net(5)))
+    assert not after.trimmed and after.routed == {net(1), net(2)} and after.overflow == (net(4), net(3), net(5))
+
+
+def test_who_must_confirm_before_a_trimmed_entry_goes() -> None:
+    classic = Lease(net(20), LeaseAttrs(IPv4Address("192.168.0.20"), "ali-vpc",
+                                        {"InstanceId": "i-20", "NetworkType": "classic", "VNI": 1,
+                                         "VtepMAC": "02:00:00:00:00:20"}))
+    ackers = overflow_ackers([lease(1), lease(2), lease(3), classic], net(3), vpc_id=VPC)
+    # Our VPC nodes other than the moving one; a classic node already reaches everyone over VXLAN.
+    assert ackers.required == {net(1), net(2)} and not ackers.blockers
+    old_backend = Lease(net(30), LeaseAttrs(IPv4Address("192.168.0.30")))
+    stock = Lease(net(31), LeaseAttrs(IPv4Address("192.168.0.31"), "vxlan",
+                                      {"VNI": 1, "VtepMAC": "02:00:00:00:00:31"}))
+    ackers = overflow_ackers([lease(1), lease(3), old_backend, stock], net(3), vpc_id=VPC)
+    assert len(ackers.blockers) == 2
+    assert any("old ali-vpc backend" in b for b in ackers.blockers)
+    assert any("vxlan backend" in b for b in ackers.blockers)
 
 
 def test_published_overflow_round_trips_and_bad_values_say_what_is_wrong() -> None:
     published = TableOverflow((net(8), net(3)), 8)
     assert TableOverflow.from_json(published.to_json()) == published
+    assert "Moving" not in published.to_json()
+    moving = TableOverflow((net(8), net(3)), 8, (net(8),))
+    assert TableOverflow.from_json(moving.to_json()) == moving
+    with pytest.raises(ValueError, match="not in Overflow"):
+        TableOverflow.from_json('{"Overflow":["10.244.1.0/24"],"Moving":["10.244.2.0/24"]}')
+    confirmation = ProgrammedOverflow(frozenset({net(3), net(8)}), IPv4Address("192.168.0.1"))
+    assert ProgrammedOverflow.from_json(confirmation.to_json()) == confirmation
+    for raw, why in [("x", "not JSON"), ('{"PublicIP":"nope","Programmed":[]}', "not an IPv4 address"),
+                     ('{"Programmed":"10.244.1.0/24"}', "not a list")]:
+        with pytest.raises(ValueError, match=why):
+            ProgrammedOverflow.from_json(raw)
     assert TableOverflow.from_json('{"Quota":null,"Overflow":[]}') == TableOverflow()
     for raw, why in [("[", "not JSON"), ("[]", "not a JSON object"), ('{"Overflow":"x"}', "not a list"),
                      ('{"Quota":-1,"Overflow":[]}', "not a whole number"),
