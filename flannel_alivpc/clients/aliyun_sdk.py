@@ -68,6 +68,8 @@ PRODUCTS: dict[str, tuple[str, str, str]] = {
     "vpc": ("Vpc", "2016-04-28", "v20160428"),
     "ecs": ("Ecs", "2014-05-26", "v20140526"),
     "slb": ("Slb", "2014-05-15", "v20140515"),
+    # Quota Center: one central endpoint (quotas.aliyuncs.com) for every region.
+    "quotas": ("quotas", "2020-05-10", "v20200510"),
 }
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=8.0)
 
@@ -335,7 +337,7 @@ class CallCounter:
 
 
 class AliyunApi:
-    """Signs, sends, retries and classifies RPC calls to VPC, ECS and SLB.
+    """Signs, sends, retries and classifies RPC calls to VPC, ECS, SLB and Quota Center.
 
     ``endpoint`` is the override for every product (``None``: let the SDK
     resolve it, over HTTPS). ``retry`` is the default policy; each call may

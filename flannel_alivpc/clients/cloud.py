@@ -24,6 +24,7 @@ from flannel_alivpc.clients.credentials import (
 )
 from flannel_alivpc.clients.ecs import EcsClient
 from flannel_alivpc.clients.metadata import MetadataClient
+from flannel_alivpc.clients.quotas import QuotaCenterClient
 from flannel_alivpc.clients.vpc import VpcClient
 from flannel_alivpc.core.cloud import DEFAULT_METADATA_URL
 from flannel_alivpc.core.errors import ConfigError, MetadataError
@@ -55,6 +56,8 @@ class Cloud:
     vpc: VpcClient
     ecs: EcsClient
     api: AliyunApi
+    quotas: QuotaCenterClient
+    """Quota Center reads; the region to ask about is ``api.region``."""
 
 
 def build_cloud(config: CloudConfig, env: Mapping[str, str] = os.environ) -> Cloud:
@@ -76,4 +79,4 @@ def build_cloud(config: CloudConfig, env: Mapping[str, str] = os.environ) -> Clo
     endpoint = config.api_endpoint or env.get(ENDPOINT_ENV) or None
     api = AliyunApi(region, endpoint, credentials, connect_timeout=config.connect_timeout,
                     read_timeout=config.read_timeout, retry=config.retry)
-    return Cloud(metadata=metadata, vpc=VpcClient(api), ecs=EcsClient(api), api=api)
+    return Cloud(metadata=metadata, vpc=VpcClient(api), ecs=EcsClient(api), api=api, quotas=QuotaCenterClient(api))

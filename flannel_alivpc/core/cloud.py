@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from flannel_alivpc.core.retry import RetryPolicy
 
-Product = Literal["vpc", "ecs", "slb"]
+Product = Literal["vpc", "ecs", "slb", "quotas"]
 
 
 class ApiCaller(Protocol):

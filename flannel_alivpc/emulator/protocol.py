@@ -19,6 +19,7 @@ from flannel_alivpc.emulator.state import KNOWN_REGIONS, CloudState
 VPC_VERSION = "2016-04-28"
 ECS_VERSION = "2014-05-26"
 SLB_VERSION = "2014-05-15"
+QUOTAS_VERSION = "2020-05-10"
 # The emulated account, as answers name it in OwnerId (the metadata's owner-account-id).
 OWNER_ID = 1234567890123456
 

@@ -2,7 +2,7 @@
 
 Paths:
 
-* ``/``                        RPC API (VPC, ECS, SLB), told apart by ``Version``.
+* ``/``                        RPC API (VPC, ECS, SLB, Quota Center), told apart by ``Version``.
 * ``/latest/...``              metadata of the instance whose private IP is the
                                caller's source address (for namespace test beds).
 * ``/meta/<instance-id>/latest/...``  metadata of one named instance.
@@ -33,8 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-# Importing the product modules (ecs_api, slb_api, vpc_api) registers their actions.
-from flannel_alivpc.emulator import admin, ecs_api, slb_api, vpc_api  # noqa: F401
+# Importing the product modules (ecs_api, quotas_api, slb_api, vpc_api) registers their actions.
+from flannel_alivpc.emulator import admin, ecs_api, quotas_api, slb_api, vpc_api  # noqa: F401
 from flannel_alivpc.emulator import metadata as metadata_service
 from flannel_alivpc.emulator.errors import INTERNAL_ERROR, ApiError, missing_parameter
 from flannel_alivpc.emulator.faults import DropConnection, FaultInjector
@@ -44,6 +44,7 @@ from flannel_alivpc.emulator.protocol import (
     ECS_VERSION,
     EXTENSION_TYPES,
     MUTATING,
+    QUOTAS_VERSION,
     SLB_VERSION,
     VPC_VERSION,
     Call,
@@ -56,7 +57,8 @@ _QUERY_IN_LOG = re.compile(r"\?\S*")
 
 METADATA_TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
 METADATA_TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
-PRODUCT_HOSTS = {VPC_VERSION: "vpc.aliyuncs.com", ECS_VERSION: "ecs.aliyuncs.com", SLB_VERSION: "slb.aliyuncs.com"}
+PRODUCT_HOSTS = {VPC_VERSION: "vpc.aliyuncs.com", ECS_VERSION: "ecs.aliyuncs.com", SLB_VERSION: "slb.aliyuncs.com",
+                 QUOTAS_VERSION: "quotas.aliyuncs.com"}
 _POLL_INTERVAL = 0.02
 
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-PRODUCTS = ("ecs", "slb", "vpc")
+PRODUCTS = ("ecs", "quotas", "slb", "vpc")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SKIPPED = ("emulator", "testbed")
 """Packages that answer or script the API rather than call it."""
