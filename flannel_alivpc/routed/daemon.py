@@ -374,6 +374,7 @@ class RouteDaemon:
                 writer = TableWriter(table_id=table_id, vpc_id=identity.vpc_id, network=network.network,
                                      api=cloud.vpc, snapshot=source.snapshot, cluster_id=cluster_id,
                                      legacy=legacy, report=source.report_route_states, overflow_store=source,
+                                     read_quota=lambda: cloud.quotas.route_entry_quota(cloud.api.region),
                                      probe_interval=self.config.resync_interval, stop=self.stop_event)
                 loop = ReconcileLoop(f"route-table {table_id}", writer.reconcile,
                                      resync_interval=self.config.resync_interval)
@@ -467,6 +468,9 @@ class RouteDaemon:
                 info["quota_error"] = table.writer.report.quota_error
             overflow = self.source.route_overflow().get(table_id) if self.source else None
             info["overflow"] = len(overflow.subnets) if overflow else 0
+            if writer and table.writer.report.unconfirmed:
+                # Trimmed leases whose entries wait for nodes' VXLAN confirmations: which nodes, per lease.
+                info["moving_to_vxlan"] = table.writer.report.unconfirmed
             if writer and stats.consecutive_failures >= 3:
                 healthy = False
             tables[table_id] = info

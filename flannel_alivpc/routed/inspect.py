@@ -203,9 +203,13 @@ def collect_route_views(config: DaemonConfig, vpc_id: str | None, env: Mapping[s
     views = []
     for table_id in table_ids:
         overflow = published[table_id]
-        plan = plan_routes(table_id=table_id, desired=desired, actual=cloud.vpc.list_route_entries(table_id),
-                           network=network.network, in_sync=True, cluster_id=cluster_id,
-                           protected=snapshot.malformed_subnets(), overflow=overflow.subnets)
+        entries = cloud.vpc.list_route_entries(table_id)
+        # Published leases that hold an entry are on their way into the table (not Available yet), unless
+        # they are moving off it (trimmed): only those are overflow for the plan.
+        held = {e.destination for e in entries}
+        plan = plan_routes(table_id=table_id, desired=desired, actual=entries, network=network.network,
+                           in_sync=True, cluster_id=cluster_id, protected=snapshot.malformed_subnets(),
+                           overflow=[s for s in overflow.subnets if str(s) not in held or s in overflow.moving])
         views.append(TableView(table_id, plan.statuses, overflow))
     return views
 
@@ -236,7 +240,8 @@ def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
     _check_output(output)
     if output in ("json", "yaml"):
         write_data([{"route_table_id": v.table_id, "clean": v.clean, "quota": v.overflow.quota,
-                     "overflow": [str(s) for s in v.overflow.subnets], "routes": _route_rows(v)} for v in views],
+                     "overflow": [str(s) for s in v.overflow.subnets],
+                     "moving": [str(s) for s in v.overflow.moving], "routes": _route_rows(v)} for v in views],
                    output=output, out=out)
         return
     for view in views:
@@ -246,8 +251,9 @@ def render_routes(views: list[TableView], *, output: str, out: TextIO) -> None:
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no flannel routes"
         if view.overflow.subnets:
             quota = f"quota {view.overflow.quota}" if view.overflow.quota is not None else "quota reached"
+            moving = f"; {len(view.overflow.moving)} moving off the table" if view.overflow.moving else ""
             summary += (f" ({quota}: {len(view.overflow.subnets)} nodes reached over VXLAN until the quota is "
-                        f"raised)")
+                        f"raised{moving})")
         out.write(f"route table {view.table_id}: {summary}\n")
         if view.statuses:
             write_table(_route_rows(view), ROUTE_COLUMNS, wide=output == "wide", out=out)

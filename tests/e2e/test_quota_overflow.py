@@ -2,14 +2,17 @@
 
 The nodes a full table cannot hold are reached over VXLAN by everyone (and
 reach everyone over VXLAN), the split is stable across joins and writer
-restarts, and nodes move back to route entries, longest waiting first, when
-room appears. Root only: the daemons program real kernels (their own
+restarts, nodes move back to route entries, longest waiting first, when
+room appears, and a quota lowered below what the table holds moves the
+excess to VXLAN with every node's VXLAN path in place before an entry goes. Root only: the daemons program real kernels (their own
 namespaces), which is the point.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -176,3 +179,58 @@ def test_quota_zero_refusals_for_other_reasons_and_a_lease_removed_mid_move(data
     wait(dataplane, lambda: late not in published(dataplane).subnets, "the gone lease left the overflow", CONVERGE)
     assert late not in routed(dataplane)
     assert_paths(dataplane)
+
+
+def test_a_quota_lowered_below_the_table_moves_the_excess_to_vxlan_before_deleting_entries(
+        dataplane: DataplaneCluster) -> None:
+    start(dataplane, 6, 10)
+    wait(dataplane, lambda: split_is(dataplane, 6, 0), "all 6 routed", CONVERGE)
+    subnets = sorted((dataplane.subnet_of(n) for n in dataplane.dp_nodes), key=lambda s: int(s.network_address))
+    trimmed = subnets[-2:]  # highest address first
+    # One node is slow (its daemon paused): until it has its VXLAN path, the trimmed entries must stay.
+    slow = next(n for n in dataplane.dp_nodes
+                if dataplane.subnet_of(n) not in trimmed and not is_writer(dataplane, n))
+    writer = next(n for n in dataplane.dp_nodes if is_writer(dataplane, n))
+    assert slow.process is not None
+    os.killpg(slow.process.pid, signal.SIGSTOP)
+    try:
+        # The quota drops below the 6 entries the table holds, read from the Quota Center at the next pass.
+        set_quota(dataplane, 4)
+        wait(dataplane, lambda: set(published(dataplane).moving) == set(trimmed), "the excess published as moving",
+             CONVERGE)
+        waiting = json.loads(healthz(writer))["tables"][dataplane.route_table_id].get("moving_to_vxlan", {})
+        wait(dataplane, lambda: json.loads(healthz(writer))["tables"][dataplane.route_table_id]
+             .get("moving_to_vxlan", {}).get(str(trimmed[0])) == [str(dataplane.subnet_of(slow))],
+             f"the writer waits for {slow.hostname} alone", 20)
+        time.sleep(3)  # several confirmation rounds: the entries stay while the slow node has no VXLAN path
+        assert set(trimmed) <= routed(dataplane), waiting
+    finally:
+        os.killpg(slow.process.pid, signal.SIGCONT)
+    violations: list[str] = []
+    deadline = time.monotonic() + CONVERGE
+    while time.monotonic() < deadline:
+        present = routed(dataplane)
+        for subnet in trimmed:
+            if subnet in present:
+                continue
+            # Its entry is gone: every other node must already reach it over VXLAN.
+            for node in dataplane.dp_nodes:
+                if dataplane.subnet_of(node) != subnet and subnet not in vxlan_routes(dataplane, node):
+                    violations.append(f"{node.hostname} had no path to {subnet} after its entry was deleted")
+        if not present & set(trimmed) and not published(dataplane).moving:
+            break
+        time.sleep(0.02)
+    assert not violations, violations[:5]
+    assert routed(dataplane) == set(subnets[:4])
+    assert set(published(dataplane).subnets) == set(trimmed) and published(dataplane).quota == 4
+    assert_paths(dataplane)
+    all_connected(dataplane)
+    assert "the table is over its quota: moved to VXLAN" in writer.log()
+    # Visible in `routes`: the moved leases are overflow, and the table is clean.
+    [view] = dataplane.views()
+    states = {s.destination: s.state for s in view.statuses}
+    assert {d for d, s in states.items() if s is RouteState.OVERFLOW} == set(trimmed) and view.clean
+    # Room again: they come back.
+    set_quota(dataplane, 10)
+    wait(dataplane, lambda: split_is(dataplane, 6, 0), "all 6 routed again", CONVERGE)
+    all_connected(dataplane)

@@ -20,8 +20,10 @@ from flannel_alivpc.core.kube import parse_node
 from flannel_alivpc.core.kube_subnets import FlannelAnnotations, lease_annotations, node_lease
 from flannel_alivpc.core.network import LeaseAttrs
 from flannel_alivpc.routed.config import DaemonConfig
-from flannel_alivpc.routed.kube_leases import KubeLeaseSource
+from flannel_alivpc.routed.kube_leases import PROGRAMMED_ANNOTATION, KubeLeaseSource
 from flannel_alivpc.testbed.kube_apiserver import KubeApiServer
+from flannel_alivpc.testbed.kube_cluster import SERVICE_ACCOUNT, daemon_permissions
+from tests.routed.support import wait_for
 
 NAMES = FlannelAnnotations.for_prefix("flannel.alpha.coreos.com")
 
@@ -105,3 +107,37 @@ def test_racing_daemons_agree_on_one_cluster_id(kube: KubeApiServer, tmp_path: P
     assert sources[0].cluster_id() == ids[0]
     for source in sources:
         source.close()
+
+
+def test_a_node_confirms_its_vxlan_path_on_its_own_node_within_the_daemons_rbac(tmp_path: Path) -> None:
+    """What a writer reads before deleting a trimmed entry: each node's confirmation, by its podCIDR; a node
+    carries the annotation only while something moves. Done with the DaemonSet's own RBAC, enforced."""
+    token = "daemon-token"
+    with KubeApiServer(tokens={token: SERVICE_ACCOUNT}, permissions={SERVICE_ACCOUNT: daemon_permissions()}) \
+            as kube:
+        nodes = kube.resource("v1", "nodes")
+        for name, cidr in (("n1", "10.244.1.0/24"), ("n2", "10.244.2.0/24")):
+            kube.create(nodes, "", {"metadata": {"name": name}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+        kubeconfig = str(kube.write_kubeconfig(tmp_path / "kubeconfig", token=token, namespace="kube-system"))
+
+        def source(node: str) -> KubeLeaseSource:
+            config = DaemonConfig(etcd_endpoints=[], kube_subnet_mgr=True, kubeconfig_file=kubeconfig,
+                                  pod_namespace="kube-system", node_name=node)
+            return KubeLeaseSource(config, {}, KubeClient.connect(kubeconfig))
+
+        n1, writer = source("n1"), source("n2")
+        writer.start_watching(lambda: None)
+        assert writer.wait_in_sync(10) and writer.overflow_programmed() == {}
+        moving = frozenset({ipaddress.IPv4Network("10.244.2.0/24")})
+        n1.start_watching(lambda: None)
+        n1.report_overflow_programmed(moving)
+        wait_for(lambda: writer.overflow_programmed().get(ipaddress.IPv4Network("10.244.1.0/24")),
+                 what="n1's confirmation seen by the writer")
+        assert writer.overflow_programmed()[ipaddress.IPv4Network("10.244.1.0/24")].subnets == moving
+        # Nothing moving any more: the annotation goes.
+        n1.report_overflow_programmed(frozenset())
+        wait_for(lambda: not writer.overflow_programmed(), what="n1's confirmation removed")
+        annotations = kube.get_object("v1", "nodes", "", "n1")["metadata"].get("annotations") or {}  # type: ignore[index]
+        assert PROGRAMMED_ANNOTATION not in annotations
+        n1.close()
+        writer.close()
