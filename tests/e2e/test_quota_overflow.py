@@ -4,8 +4,9 @@ The nodes a full table cannot hold are reached over VXLAN by everyone (and
 reach everyone over VXLAN), the split is stable across joins and writer
 restarts, nodes move back to route entries, longest waiting first, when
 room appears, and a quota lowered below what the table holds moves the
-excess to VXLAN with every node's VXLAN path in place before an entry goes. Root only: the daemons program real kernels (their own
-namespaces), which is the point.
+excess to VXLAN with every node's VXLAN path in place before an entry goes.
+Root only: the daemons program real kernels (their own namespaces), which is
+the point.
 """
 
 from __future__ import annotations
