@@ -1,4 +1,4 @@
-"""Route-table quota overflow benchmark: N leases on a table that holds Q, then the quota raised.
+"""Route-table quota overflow benchmark: N leases on a table that holds Q, the quota raised, then lowered again.
 
 Three real daemons run in node namespaces of the data-plane test bed (root
 needed; nothing outside the namespaces it creates is touched). N-3 more
@@ -13,13 +13,20 @@ emulator's table holds Q custom entries.
   time Q entries take to settle, batch after batch);
 * API calls of the whole cluster to get there (CreateRouteEntries, the
   refused ones included, and every call);
-* move back: the quota raised to 2N through the emulator's settings (as a
-  granted quota request), until every lease has its Available entry, the
-  overflow is empty and no daemon keeps a VXLAN route for them; compared
-  with the floor ceil((N-Q)/50) x D plus one probe (the writer learns of the
-  new quota by trying the queue's head once per resync).
+* move back: the quota raised to R (default 2Q) through the emulator's
+  settings (as a granted quota request), until every lease has its
+  Available entry, the overflow is empty and no daemon keeps a VXLAN route
+  for them; compared with the floor ceil((N-Q)/50) x D plus up to one resync
+  (the writer reads the quota once per resync);
+* move out: the quota lowered to Q again (a temporary raise expired), until
+  the table holds Q entries, the N-Q it trimmed are published overflow,
+  every real daemon has a VXLAN route to each, and no entry is left
+  waiting for confirmations; the emulated nodes confirm their VXLAN path as
+  soon as a lease is published as moving (the real daemons confirm theirs);
+  compared with the same floor.
 
-Run (as root): .venv/bin/python benchmarks/quota_overflow.py [--leases 300] [--quota 200] [--route-delay 1]
+Run (as root): .venv/bin/python benchmarks/quota_overflow.py [--leases 300] [--quota 200] [--raised 400]
+[--route-delay 1]
 Prints a table, then one JSON document.
 """
 
@@ -40,9 +47,9 @@ for _name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ.pop(_name, None)
 
 from flannel_alivpc.core.network import LeaseAttrs, subnet_key  # noqa: E402
-from flannel_alivpc.core.routes import TableOverflow  # noqa: E402
+from flannel_alivpc.core.routes import ProgrammedOverflow, TableOverflow  # noqa: E402
 from flannel_alivpc.core.vxlan import random_vtep_mac, vxlan_backend_data  # noqa: E402
-from flannel_alivpc.routed.lease_source import overflow_prefix  # noqa: E402
+from flannel_alivpc.routed.lease_source import overflow_prefix, programmed_prefix  # noqa: E402
 from flannel_alivpc.testbed.dataplane import DataplaneCluster, is_root, network_config  # noqa: E402
 
 REAL_NODES = 3
@@ -63,7 +70,8 @@ def _vxlan_routes(cluster: DataplaneCluster) -> list[set[IPv4Network]]:
     return [set(cluster.vxlan_entries(node).routes) for node in cluster.dp_nodes]
 
 
-def run(leases: int, quota: int, route_delay: float, resync: float, seed: int) -> dict[str, object]:
+def run(leases: int, quota: int, raised_quota: int, route_delay: float, resync: float,
+        seed: int) -> dict[str, object]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="bench-overflow-") as tmp, \
             DataplaneCluster(Path(tmp), route_delay=route_delay, resync_interval=resync) as cluster:
@@ -102,7 +110,7 @@ def run(leases: int, quota: int, route_delay: float, resync: float, seed: int) -
         split_s = time.monotonic() - started
         after = _calls(cluster)
         raised = time.monotonic()
-        state.settings.route_quota = 2 * leases
+        state.settings.route_quota = raised_quota
 
         def back() -> bool:
             routed = {IPv4Network(d) for d in cluster.instance_routes()}
@@ -112,6 +120,29 @@ def run(leases: int, quota: int, route_delay: float, resync: float, seed: int) -
         if not cluster.wait_until(back, 120 + 5 * math.ceil(leases / 50) * route_delay + resync, interval=0.2):
             raise RuntimeError("the overflow did not move back:\n" + cluster.dp_nodes[0].log()[-3000:])
         back_s = time.monotonic() - raised
+
+        lowered = time.monotonic()
+        state.settings.route_quota = quota
+        confirmed: list[tuple[IPv4Network, ...]] = [()]
+
+        def out() -> bool:
+            published = _published(cluster)
+            if published.moving and published.moving != confirmed[0]:
+                with cluster.etcd_client() as etcd:
+                    for inst, subnet in fake:
+                        etcd.put(programmed_prefix(cluster.prefix) + subnet_key(subnet), ProgrammedOverflow(
+                            frozenset(published.moving), IPv4Address(inst.private_ip)).to_json())
+                confirmed[0] = published.moving
+            routed = {IPv4Network(d) for d in cluster.instance_routes()}
+            overflow = set(published.subnets)
+            if len(routed) != quota or routed | overflow != every or routed & overflow or published.moving:
+                return False
+            return all(overflow - {cluster.subnet_of(n)} <= routes
+                       for n, routes in zip(cluster.dp_nodes, _vxlan_routes(cluster), strict=True))
+
+        if not cluster.wait_until(out, 120 + 5 * math.ceil(leases / 50) * route_delay + resync, interval=0.2):
+            raise RuntimeError("the excess did not move out:\n" + cluster.dp_nodes[0].log()[-3000:])
+        out_s = time.monotonic() - lowered
         moved = leases - quota
         return {
             "leases": leases,
@@ -126,6 +157,7 @@ def run(leases: int, quota: int, route_delay: float, resync: float, seed: int) -
             "overflow_nodes": moved,
             "move_back_s": round(back_s, 3),
             "move_back_floor_s": math.ceil(moved / 50) * route_delay,
+            "move_out_s": round(out_s, 3),
         }
 
 
@@ -133,6 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leases", type=int, default=300)
     parser.add_argument("--quota", type=int, default=200)
+    parser.add_argument("--raised", type=int, default=None, help="the raised quota R (default 2Q)")
     parser.add_argument("--route-delay", type=float, default=1.0, help="emulator route delay D (s)")
     parser.add_argument("--resync", type=float, default=10.0, help="daemon resync interval (s)")
     parser.add_argument("--seed", type=int, default=7)
@@ -140,9 +173,9 @@ def main() -> int:
     if not is_root():
         print("the data-plane benchmark builds network namespaces: run it as root", file=sys.stderr)
         return 2
-    row = run(args.leases, args.quota, args.route_delay, args.resync, args.seed)
+    row = run(args.leases, args.quota, args.raised or 2 * args.quota, args.route_delay, args.resync, args.seed)
     columns = ["leases", "quota", "split_s", "routed_only_floor_s", "split_vs_floor", "create_calls", "api_calls",
-               "overflow_nodes", "move_back_s", "move_back_floor_s"]
+               "overflow_nodes", "move_back_s", "move_back_floor_s", "move_out_s"]
     print("  ".join(f"{c:>20}" for c in columns))
     print("  ".join(f"{row[c]!s:>20}" for c in columns))
     print(json.dumps({"benchmark": "quota_overflow", "results": [row]}, indent=2))

@@ -7,7 +7,9 @@ router mirror of the route table; a stock flanneld vxlan node, its Node
 annotated exactly as upstream's kube subnet manager annotates it and its
 kernel set up as flanneld sets it up, exchanges TCP with them both ways:
 ours reach it over VXLAN from its annotations, it reaches ours through the
-vRouter (flanneld ignores Nodes whose backend-type is not vxlan).
+vRouter (flanneld ignores Nodes whose backend-type is not vxlan). A quota
+lowered below the table moves nodes to VXLAN with the confirmations on the
+Nodes.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any
 import pytest
 
 from flannel_alivpc.clients.netlink import Netlink
+from flannel_alivpc.core.routes import TableOverflow
+from flannel_alivpc.routed.kube_leases import OVERFLOW_ANNOTATION, PROGRAMMED_ANNOTATION, writer_lease_name
 from flannel_alivpc.testbed.dataplane import FLANNEL_ANNOTATION, DataplaneNode, KubeDataplaneCluster, tcp_echo
 from tests.dataplane.support import all_connected, needs_root, vxlan_peers_of, wait
+from tests.e2e.test_quota_overflow import routed, set_quota, vxlan_routes
 
 pytestmark = needs_root
 
@@ -140,4 +145,41 @@ def test_a_node_no_route_table_carries_is_told_once_its_vxlan_is_programmed(
          "both nodes' NetworkUnavailable=False")
     condition = kube_dataplane.network_unavailable(classic)
     assert condition is not None and "flannel.1" in condition["message"] and "VXLAN" in condition["message"]
+    all_connected(kube_dataplane)
+
+
+def _published_overflow(cluster: KubeDataplaneCluster) -> TableOverflow:
+    lease = cluster.kube.get_object("coordination.k8s.io/v1", "leases", "kube-system",
+                                    writer_lease_name(cluster.route_table_id))
+    raw = ((lease or {}).get("metadata") or {}).get("annotations", {}).get(OVERFLOW_ANNOTATION)
+    return TableOverflow.from_json(raw) if raw else TableOverflow()
+
+
+def test_a_lowered_quota_moves_nodes_to_vxlan_with_confirmations_on_their_nodes(
+        kube_dataplane: KubeDataplaneCluster) -> None:
+    """Kube mode: the overflow on the writer Lease, each node's VXLAN confirmation on its own Node, within RBAC."""
+    kube_dataplane.start_dataplane(vpc=4)
+    set_quota(kube_dataplane, 10)
+    kube_dataplane.start_all()
+    kube_dataplane.wait_for_subnets(kube_dataplane.dp_nodes, timeout=60)
+    wait(kube_dataplane, lambda: len(routed(kube_dataplane)) == 4, "all 4 routed", 60)
+    subnets = sorted((_pod_cidr(kube_dataplane, n) for n in kube_dataplane.dp_nodes),
+                     key=lambda s: int(s.network_address))
+    set_quota(kube_dataplane, 2)
+    wait(kube_dataplane, lambda: routed(kube_dataplane) == set(subnets[:2])
+         and set(_published_overflow(kube_dataplane).subnets) == set(subnets[2:])
+         and not _published_overflow(kube_dataplane).moving, "the two highest moved to VXLAN", 60)
+    for node in kube_dataplane.dp_nodes:
+        own = _pod_cidr(kube_dataplane, node)
+        expected = ({s for s in subnets if s != own} if own in subnets[2:] else set(subnets[2:]))
+        wait(kube_dataplane, lambda node=node, expected=expected: vxlan_routes(kube_dataplane, node) == expected,  # type: ignore[misc]
+             f"{node.hostname}: VXLAN routes to {sorted(map(str, expected))}")
+    all_connected(kube_dataplane)
+    # A Node carries its confirmation only while something moves.
+    wait(kube_dataplane, lambda: not any(PROGRAMMED_ANNOTATION in (_node(kube_dataplane, n)["metadata"]
+                                                                   .get("annotations") or {})
+                                         for n in kube_dataplane.dp_nodes), "confirmations removed")
+    set_quota(kube_dataplane, 10)
+    wait(kube_dataplane, lambda: len(routed(kube_dataplane)) == 4 and not _published_overflow(kube_dataplane).subnets,
+         "all 4 routed again", 60)
     all_connected(kube_dataplane)
