@@ -124,16 +124,22 @@ def run(leases: int, quota: int, raised_quota: int, route_delay: float, resync: 
         lowered = time.monotonic()
         state.settings.route_quota = quota
         confirmed: list[tuple[IPv4Network, ...]] = [()]
+        marks: dict[str, float] = {}
 
         def out() -> bool:
             published = _published(cluster)
+            if published.moving:
+                marks.setdefault("published", time.monotonic())
             if published.moving and published.moving != confirmed[0]:
                 with cluster.etcd_client() as etcd:
                     for inst, subnet in fake:
                         etcd.put(programmed_prefix(cluster.prefix) + subnet_key(subnet), ProgrammedOverflow(
                             frozenset(published.moving), IPv4Address(inst.private_ip)).to_json())
                 confirmed[0] = published.moving
+                marks.setdefault("confirmed", time.monotonic())
             routed = {IPv4Network(d) for d in cluster.instance_routes()}
+            if len(routed) < len(every):
+                marks.setdefault("first_deleted", time.monotonic())
             overflow = set(published.subnets)
             if len(routed) != quota or routed | overflow != every or routed & overflow or published.moving:
                 return False
@@ -158,6 +164,11 @@ def run(leases: int, quota: int, raised_quota: int, route_delay: float, resync: 
             "move_back_s": round(back_s, 3),
             "move_back_floor_s": math.ceil(moved / 50) * route_delay,
             "move_out_s": round(out_s, 3),
+            # When the writer's quota read saw the change and published the excess as moving, when the
+            # emulated nodes had confirmed, when the first entry was gone (all from the quota change).
+            "move_out_published_s": round(marks.get("published", lowered) - lowered, 3),
+            "move_out_confirmed_s": round(marks.get("confirmed", lowered) - lowered, 3),
+            "move_out_first_delete_s": round(marks.get("first_deleted", lowered) - lowered, 3),
         }
 
 
