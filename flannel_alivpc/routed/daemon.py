@@ -94,6 +94,8 @@ EXIT_LEASE_LOST = 1
 SUPPORTED_BACKENDS = (BACKEND_TYPE, VXLAN_BACKEND_TYPE)
 VXLAN_COALESCE = 0.005
 """Seconds of quiet before a VXLAN pass: a lease change reaches the kernel within milliseconds."""
+VXLAN_CONFIRM_RETRY = 5.0
+"""Seconds before a failed overflow confirmation (lease source away) is tried again."""
 
 MODE_VPC = "vpc"
 MODE_CLASSIC = "classic"
@@ -350,7 +352,14 @@ class RouteDaemon:
             # the kernel (only what a completed pass programmed counts); said again only when it changes.
             moving = self.moving_subnets() & backend.report.programmed
             if moving != confirmed[0]:
-                source.report_overflow_programmed(moving)
+                try:
+                    source.report_overflow_programmed(moving)
+                except Exception as error:
+                    # The kernel is programmed either way: the lease source being away must not fail the
+                    # pass (and delay the next lease change); the confirmation is tried again next pass.
+                    log.warning("cannot confirm the VXLAN path to %d moving overflow leases (%s); retrying at "
+                                "the next pass", len(moving), error)
+                    return min(result, VXLAN_CONFIRM_RETRY) if result is not None else VXLAN_CONFIRM_RETRY
                 confirmed[0] = moving
             return result
 
