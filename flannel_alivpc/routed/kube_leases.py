@@ -83,6 +83,9 @@ class NodeNameMissing(ConfigError):
     exit_code = 1
 
 
+_UNWRITTEN = object()
+
+
 def writer_lease_name(table_id: str) -> str:
     return f"flannel-alivpc-writer-{table_id}"
 
@@ -321,6 +324,7 @@ class KubeLeaseSource:
         self._conditions_thread: threading.Thread | None = None
         self._overflow: dict[str, tuple[str, TableOverflow]] = {}
         self._overflow_view: Mapping[str, TableOverflow] = {}
+        self._programmed_written: str | object | None = _UNWRITTEN
         self._closed = threading.Event()
         self._stop = stop or threading.Event()
 
@@ -623,11 +627,18 @@ class KubeLeaseSource:
 
     def report_overflow_programmed(self, subnets: frozenset[IPv4Network]) -> None:
         value = ProgrammedOverflow(subnets).to_json() if subnets else None
-        node = self._ensure_watching().node(self.node_name)
-        if node is not None and node.meta.annotations.get(PROGRAMMED_ANNOTATION) == value:
+        # What this daemon wrote last, else (the first report) what the Node carries: the watch may not
+        # have shown our own last patch yet, so the cache alone could skip a needed write.
+        known = self._programmed_written
+        if known is _UNWRITTEN:
+            node = self._ensure_watching().node(self.node_name)
+            known = node.meta.annotations.get(PROGRAMMED_ANNOTATION) if node is not None else _UNWRITTEN
+        if known == value:
+            self._programmed_written = value
             return
         # null removes the annotation (strategic merge): a Node carries one only while something moves.
         self.kube.patch_node_status(self.node_name, {"metadata": {"annotations": {PROGRAMMED_ANNOTATION: value}}})
+        self._programmed_written = value
 
     def overflow_programmed(self) -> Mapping[IPv4Network, ProgrammedOverflow]:
         confirmations: dict[IPv4Network, ProgrammedOverflow] = {}

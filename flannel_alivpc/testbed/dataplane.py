@@ -515,6 +515,7 @@ class DataplaneCluster(LocalCluster):
         self.router_sync: RouterSync | None = None
         self._relays: list[TcpRelay] = []
         self._router_netlink: Netlink | None = None
+        self._observers: dict[str, Netlink] = {}
         self._fabric_bridge = 0
         self._ports = itertools.count(1)
         self.dp_nodes: list[DataplaneNode] = []
@@ -855,22 +856,34 @@ class DataplaneCluster(LocalCluster):
     def subnet_of(self, node: DataplaneNode) -> IPv4Network:
         return IPv4Interface(node.subnet_env["FLANNEL_SUBNET"]).network
 
+    def _observer(self, netns: str) -> Netlink:
+        """One netlink handle per namespace for the test's observations, kept open.
+
+        Opening a handle in a namespace forks (pyroute2's netns sockets), and a
+        fork in this process full of threads (grpc's among them) can hang in the
+        fork handlers; tests poll these views every few milliseconds.
+        """
+        handle = self._observers.get(netns)
+        if handle is None:
+            handle = self._observers[netns] = Netlink(netns=netns)
+        return handle
+
     def vxlan_entries(self, node: DataplaneNode, vni: int = 1) -> VxlanEntries:
-        with Netlink(netns=node.netns) as nl:
-            device = nl.link(device_name(vni))
-            if device is None:
-                return VxlanEntries(None, (), {}, {}, {})
-            fdb: dict[str, set[IPv4Address]] = {}
-            for entry in nl.fdb(device.index):
-                if entry.dst is not None:
-                    fdb.setdefault(entry.mac, set()).add(entry.dst)
-            return VxlanEntries(
-                device=device,
-                addresses=tuple(nl.addresses(device.index)),
-                neighbours={n.ip: n.mac for n in nl.neighbours(device.index)},
-                fdb=fdb,
-                routes={r.dst: r.gateway for r in nl.routes(oif=device.index) if r.onlink},
-            )
+        nl = self._observer(node.netns)
+        device = nl.link(device_name(vni))
+        if device is None:
+            return VxlanEntries(None, (), {}, {}, {})
+        fdb: dict[str, set[IPv4Address]] = {}
+        for entry in nl.fdb(device.index):
+            if entry.dst is not None:
+                fdb.setdefault(entry.mac, set()).add(entry.dst)
+        return VxlanEntries(
+            device=device,
+            addresses=tuple(nl.addresses(device.index)),
+            neighbours={n.ip: n.mac for n in nl.neighbours(device.index)},
+            fdb=fdb,
+            routes={r.dst: r.gateway for r in nl.routes(oif=device.index) if r.onlink},
+        )
 
     def router_routes(self) -> dict[IPv4Network, IPv4Address | None]:
         assert self._router_netlink is not None
@@ -928,6 +941,9 @@ class DataplaneCluster(LocalCluster):
                 pod.echo.close()
             _drop_namespace(pod.netns)
         node.pods = []
+        observer = self._observers.pop(node.netns, None)
+        if observer is not None:
+            observer.close()
         _drop_namespace(node.netns)
         with contextlib.suppress(OSError, NetlinkError), Netlink(netns=self.fabric) as fabric:
             fabric.delete_link(node.port)
@@ -946,6 +962,9 @@ class DataplaneCluster(LocalCluster):
                         pod.echo.close()
             if self._router_netlink is not None:
                 self._router_netlink.close()
+            for observer in self._observers.values():
+                observer.close()
+            self._observers.clear()
             for node in self.dp_nodes:
                 for pod in node.pods:
                     _drop_namespace(pod.netns)
