@@ -407,12 +407,7 @@ class TableOverflow:
     @classmethod
     def from_json(cls, raw: bytes | str) -> TableOverflow:
         """Parse a published value; ``ValueError`` saying what is wrong."""
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = _json_object(raw)
         quota = data.get("Quota")
         if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int) or quota < 0):
             raise ValueError(f"Quota {quota!r} is not a whole number")
@@ -421,6 +416,16 @@ class TableOverflow:
         if not set(moving) <= set(subnets):
             raise ValueError("Moving lists subnets that are not in Overflow")
         return cls(subnets, quota, moving)
+
+
+def _json_object(raw: bytes | str) -> dict[str, object]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
 
 
 def _subnet_list(data: Mapping[str, object], key: str, *, optional: bool = False) -> tuple[IPv4Network, ...]:
@@ -457,12 +462,7 @@ class ProgrammedOverflow:
     @classmethod
     def from_json(cls, raw: bytes | str) -> ProgrammedOverflow:
         """Parse a published value; ``ValueError`` saying what is wrong."""
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ValueError("not JSON") from None
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        data = _json_object(raw)
         address = data.get("PublicIP")
         try:
             public_ip = ipaddress.IPv4Address(address) if address is not None else None
