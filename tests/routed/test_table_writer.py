@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 from flannel_alivpc.clients.vpc import VpcClient
 from flannel_alivpc.core.network import Lease, LeaseAttrs
 from flannel_alivpc.core.routes import ProgrammedOverflow, TableOverflow
-from flannel_alivpc.emulator.server import Emulator
+from flannel_alivpc.emulator.server import Emulator, Topology
 from flannel_alivpc.routed.leases import LeaseSnapshot
 from flannel_alivpc.routed.vpc_routes import BATCH_SIZE, TableWriter
 from tests.clients.helpers import make_api
@@ -68,16 +68,22 @@ class MemoryOverflowStore:
         return dict(self.confirmations)
 
 
-def test_a_quota_lowered_below_the_table_moves_the_excess_to_vxlan_only_once_every_node_confirms(
-        emulator: Emulator) -> None:
-    topo = emulator.bootstrap(instances=0)
+def vpc_node_leases(emulator: Emulator, topo: Topology, count: int) -> dict[IPv4Network, Lease]:
+    """``count`` instances in the VPC with leases as our daemons publish them (InstanceId, VtepMAC)."""
     leases: dict[IPv4Network, Lease] = {}
-    for n in range(1, 7):
+    for n in range(1, count + 1):
         inst = emulator.state.create_instance(hostname=f"n{n}", vswitch_id=topo.vswitch_id)
         subnet = IPv4Network(f"10.244.{n}.0/24")
         leases[subnet] = Lease(subnet, LeaseAttrs(IPv4Address(inst.private_ip), "ali-vpc", {
             "InstanceId": inst.instance_id, "NetworkType": "vpc", "VpcId": topo.vpc_id, "VNI": 1,
             "VtepMAC": f"02:00:00:00:00:{n:02x}"}))
+    return leases
+
+
+def test_a_quota_lowered_below_the_table_moves_the_excess_to_vxlan_only_once_every_node_confirms(
+        emulator: Emulator) -> None:
+    topo = emulator.bootstrap(instances=0)
+    leases = vpc_node_leases(emulator, topo, 6)
     snapshot = LeaseSnapshot(leases=leases, malformed={}, revision=1, in_sync=True, connected=True)
     api = make_api(emulator)
     store = MemoryOverflowStore()
@@ -137,13 +143,7 @@ def test_a_table_that_holds_more_than_the_quota_read_is_not_trimmed_once_it_took
     """A quota raised for this table alone does not show in the Quota Center: entries it took beyond the read
     prove the read wrong for this table, and nothing is trimmed on its account."""
     topo = emulator.bootstrap(instances=0)
-    leases: dict[IPv4Network, Lease] = {}
-    for n in range(1, 5):
-        inst = emulator.state.create_instance(hostname=f"n{n}", vswitch_id=topo.vswitch_id)
-        subnet = IPv4Network(f"10.244.{n}.0/24")
-        leases[subnet] = Lease(subnet, LeaseAttrs(IPv4Address(inst.private_ip), "ali-vpc", {
-            "InstanceId": inst.instance_id, "NetworkType": "vpc", "VpcId": topo.vpc_id, "VNI": 1,
-            "VtepMAC": f"02:00:00:00:00:{n:02x}"}))
+    leases = vpc_node_leases(emulator, topo, 4)
     snapshot = LeaseSnapshot(leases=dict(list(leases.items())[:2]), malformed={}, revision=1, in_sync=True,
                              connected=True)
     api = make_api(emulator)
