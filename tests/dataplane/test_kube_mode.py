@@ -116,7 +116,8 @@ def test_stock_flanneld_vxlan_node_and_ours_exchange_tcp_both_ways(kube_dataplan
         wait(kube_dataplane, lambda n=node: vxlan_peers_of(kube_dataplane, n)
              == {stock_subnet: (stock.stock_vtep, {str(stock.address.ip)})},
              f"{node.hostname} did not program the stock node from its annotations")
-    assert kube_dataplane.router_routes() == {_pod_cidr(kube_dataplane, n): IPv4Address(n.private_ip) for n in ours}
+    routed = {_pod_cidr(kube_dataplane, n): IPv4Address(n.private_ip) for n in ours}
+    wait(kube_dataplane, lambda: kube_dataplane.router_routes() == routed, "our nodes routed through the table")
     # TCP both ways between the stock node's pod and ours (and between ours), bulk included.
     all_connected(kube_dataplane)
     all_connected(kube_dataplane, size=200_000)
