@@ -476,13 +476,14 @@ class Ackers:
     """Who must confirm a VXLAN path to a trimmed lease before its entry goes (``overflow_ackers``)."""
 
     required: frozenset[IPv4Network]
-    """flannel-alivpc VPC nodes: they reach it through this table until their VXLAN path is in place."""
+    """flannel-alivpc VPC nodes: they reach it through this table until their VXLAN path is in place (a
+    trimmed lease's own node among them: it need not confirm its own path)."""
     blockers: tuple[str, ...] = ()
     """Nodes that reach it only through the table (no VXLAN path to it at all), described for the log."""
 
 
-def overflow_ackers(leases: Iterable[Lease], moving: IPv4Network, *, vpc_id: str) -> Ackers:
-    """The nodes whose path to ``moving`` depends on its entry (pure).
+def overflow_ackers(leases: Iterable[Lease], *, vpc_id: str) -> Ackers:
+    """The nodes whose path to a trimmed lease depends on its entry (pure; the same for every trimmed lease).
 
     Our daemons on VPC nodes of this VPC must confirm. Our other nodes
     (classic network, other VPCs) already reach every peer over VXLAN. A node
@@ -493,8 +494,6 @@ def overflow_ackers(leases: Iterable[Lease], moving: IPv4Network, *, vpc_id: str
     required: set[IPv4Network] = set()
     blockers: list[str] = []
     for lease in leases:
-        if lease.subnet == moving:
-            continue
         if lease.attrs.backend_type not in ("", BACKEND_TYPE):
             blockers.append(f"{lease.subnet} ({lease.attrs.backend_type} backend: reaches ali-vpc nodes only "
                             "through the route table)")
@@ -555,9 +554,9 @@ def split_routes(desired: DesiredRoutes, actual: Iterable[RouteEntry], *, quota:
             others += 1
     trimmed: list[IPv4Network] = []
     if trim and quota is not None and others + len(held) > quota:
-        candidates = sorted((d for d in ours if d not in no_other_path), key=lambda d: int(d.network_address))
-        excess = others + len(held) - quota
-        trimmed = candidates[len(candidates) - min(excess, len(candidates)):][::-1]
+        candidates = sorted((d for d in ours if d not in no_other_path), key=lambda d: int(d.network_address),
+                            reverse=True)
+        trimmed = candidates[:others + len(held) - quota]
         held -= set(trimmed)
     waiting = [d for d in desired.routes if d not in held and d not in trimmed]
     queued = {subnet: position for position, subnet in enumerate(queue)}

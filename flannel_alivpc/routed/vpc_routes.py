@@ -226,23 +226,21 @@ class TableWriter:
         path to them programmed (a confirmation from an earlier holder of a subnet does not count)."""
         confirmations = self._store.overflow_programmed() if self._store is not None else {}
         by_subnet = {lease.subnet: lease for lease in leases}
+        ackers = overflow_ackers(leases, vpc_id=self.vpc_id)
+        required = sorted(ackers.required, key=lambda node: int(node.network_address))
+        blockers = tuple(sorted(ackers.blockers))
         released: set[IPv4Network] = set()
         unconfirmed: dict[str, list[str]] = {}
-        blocked: list[str] = []
         for subnet in split.trimmed:
-            ackers = overflow_ackers(leases, subnet, vpc_id=self.vpc_id)
-            missing = sorted((str(node) for node in ackers.required
-                              if not _confirms(confirmations.get(node), subnet, by_subnet[node])),
-                             key=lambda text: int(IPv4Network(text).network_address))
-            if ackers.blockers:
-                blocked.extend(ackers.blockers)
-                unconfirmed[str(subnet)] = list(ackers.blockers)
+            missing = [str(node) for node in required
+                       if node != subnet and not _confirms(confirmations.get(node), subnet, by_subnet[node])]
+            if blockers:
+                unconfirmed[str(subnet)] = list(blockers)
             elif missing:
                 unconfirmed[str(subnet)] = missing
             else:
                 released.add(subnet)
         self.report.unconfirmed = unconfirmed
-        blockers = tuple(sorted(set(blocked)))
         if blockers and blockers != self._blocked:
             log.warning("%s: over its quota, but %d nodes reach ali-vpc nodes only through the route table "
                         "(%s): the entries of %d leases that should move to VXLAN stay until those nodes run "
